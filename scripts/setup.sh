@@ -1,0 +1,47 @@
+# Sourced by scripts/serve and scripts/test: a virtual environment in .venv with the
+# project installed. torch goes in first, pinned, so that pip never resolves it itself
+# (an unpinned torch pulls several GB of CUDA packages, even on a machine without a GPU).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+PYTHON="${PYTHON:-python3}"
+STAMP="$VENV/.avatar-server-installed"
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "avatar-server needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))." >&2
+  exit 1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating the virtual environment in $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+install_torch() {
+  if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    return
+  fi
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    log "installing torch $TORCH_VERSION (CUDA build)"
+    "${PIP[@]}" install "torch==$TORCH_VERSION"
+  elif "${PIP[@]}" install --no-index "torch==$TORCH_VERSION" >/dev/null 2>&1; then
+    log "installed torch $TORCH_VERSION from a local wheel (CPU build)"
+  else
+    log "installing torch $TORCH_VERSION (CPU build)"
+    "${PIP[@]}" install "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+  fi
+}
+
+# Reinstall when the dependencies changed since the last install.
+wanted="$(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)${EXTRAS:-}"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$wanted" ]; then
+  install_torch
+  log "installing avatar-server${EXTRAS:+ with [$EXTRAS]}"
+  "${PIP[@]}" install --quiet -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  echo "$wanted" > "$STAMP"
+fi

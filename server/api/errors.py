@@ -1,0 +1,85 @@
+"""Errors as JSON `{"detail": "..."}` with the status that says what went wrong."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.lipsync.avatars import AvatarNotFoundError
+from server.lipsync.worker import WorkerClosedError
+from server.media.rtc import CandidateError
+from server.sessions.session import SessionError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.extra = extra
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
+
+
+def _describe_validation(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item.get("loc", ()) if p not in ("query", "body"))
+        parts.append(f"{location or 'request'}: {item.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.detail, **error.extra)
+
+    @app.exception_handler(SessionError)
+    async def session_error(_: Request, error: SessionError) -> JSONResponse:
+        headers = None
+        retry_after = error.extra.get("retry_after_seconds")
+        if retry_after is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+        return _error(error.status, error.message, headers, **error.extra)
+
+    @app.exception_handler(AvatarNotFoundError)
+    async def avatar_not_found(_: Request, error: AvatarNotFoundError) -> JSONResponse:
+        return _error(404, str(error), available_avatars=error.available)
+
+    @app.exception_handler(CandidateError)
+    async def bad_candidate(_: Request, error: CandidateError) -> JSONResponse:
+        return _error(400, str(error))
+
+    @app.exception_handler(WorkerClosedError)
+    async def worker_closed(_: Request, error: WorkerClosedError) -> JSONResponse:
+        return _error(503, "The server is shutting down.")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        return _error(422, _describe_validation(error), errors=_jsonable(error.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error in %s %s", request.method, request.url.path)
+        return _error(500, "Internal server error; the server log has the details.")
+
+
+def _jsonable(errors: Any) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in errors
+    ]

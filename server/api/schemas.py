@@ -1,0 +1,131 @@
+"""Every request and response shape of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+# Bounds of the session parameters (query parameters of `create`).
+FPS_RANGE = (1, 60)
+BATCH_SIZE_RANGE = (1, 64)
+CHUNK_DURATION_RANGE = (0.2, 10.0)
+ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class BusyResponse(ErrorResponse):
+    retry_after_seconds: float = Field(description="When the avatar should be free again.")
+
+
+class IceServer(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class SessionParameters(BaseModel):
+    """A session's effective parameters."""
+
+    avatar_id: str
+    user_id: str | None
+    fps: int
+    playback_fps: int
+    batch_size: int
+    chunk_duration: float
+
+
+class SessionCreated(SessionParameters):
+    session_id: str
+    player_url: str
+    ice_servers: list[IceServer]
+    engine: str
+    idle_ttl_seconds: float
+
+
+class SessionDescription(BaseModel):
+    sdp: str = Field(min_length=1)
+    type: Literal["offer", "answer"]
+
+
+class IceCandidate(BaseModel):
+    """An RTCIceCandidateInit; an empty or absent `candidate` ends the candidates."""
+
+    candidate: str | None = None
+    sdpMid: str | None = None  # noqa: N815 - the WebRTC field name
+    sdpMLineIndex: int | None = Field(default=None, ge=0)  # noqa: N815
+    usernameFragment: str | None = None  # noqa: N815
+
+
+class AudioSource(BaseModel):
+    format: str
+    codec: str
+    sample_rate: int
+    channels: int
+
+
+class StreamAccepted(BaseModel):
+    session_id: str
+    utterance_id: str
+    duration_seconds: float
+    frame_count: int
+    chunk_count: int
+    source: AudioSource
+
+
+class UtteranceInfo(BaseModel):
+    utterance_id: str
+    state: str
+    duration_seconds: float
+    position_seconds: float
+    frames_rendered: int
+    frame_count: int
+
+
+class SyncInfo(BaseModel):
+    utterances_started: int
+    utterances_finished: int
+    utterances_cancelled: int
+    audio_holds: int
+    audio_hold_seconds: float
+    video_frames_late: int
+    video_frames_held: int
+    last_start_delay: float | None
+
+
+class MediaInfo(BaseModel):
+    audio_frames_sent: int
+    video_frames_sent: int
+    video_frames_skipped: int
+    video_send_latency_ms: float | None
+
+
+class SessionInfo(SessionParameters):
+    session_id: str
+    ice_servers: list[IceServer]
+    state: Literal["waiting", "connecting", "idle", "speaking", "reconnecting", "closed"]
+    connection_state: str
+    connections: int
+    created_at: float
+    expires_in_seconds: float
+    utterance: UtteranceInfo | None
+    sync: SyncInfo
+    media: MediaInfo
+
+
+class SessionEnded(BaseModel):
+    session_id: str
+    state: Literal["closed"] = "closed"
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    engine: str
+    engine_reason: str
+    sessions: int
+    max_sessions: int
+    avatars: list[str]
+    worker: dict[str, float | int]

@@ -1,0 +1,33 @@
+"""The running server's parts, built from settings and shut down together."""
+
+from __future__ import annotations
+
+import logging
+
+from server.lipsync.avatars import AvatarStore
+from server.lipsync.selection import EngineChoice, select_engine
+from server.lipsync.worker import LipSyncWorker
+from server.sessions.registry import SessionRegistry
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class AvatarServer:
+    """Engine, render worker, avatars and sessions: what the HTTP layer talks to."""
+
+    def __init__(self, settings: Settings, choice: EngineChoice | None = None) -> None:
+        self.settings = settings
+        self.choice = choice or select_engine(settings)
+        self.engine = self.choice.engine
+        logger.info("lip-sync engine: %s (%s)", self.engine.name, self.choice.reason)
+        self.worker = LipSyncWorker(self.engine, settings.lipsync_max_batch)
+        self.avatars = AvatarStore(self.worker)
+        self.sessions = SessionRegistry(settings, self.worker, self.avatars)
+
+    async def start(self) -> None:
+        self.sessions.start()
+
+    async def close(self) -> None:
+        await self.sessions.close_all()
+        self.worker.close()

@@ -1,0 +1,58 @@
+"""The session clock: one monotonic media time shared by a session's audio and video."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from fractions import Fraction
+
+AUDIO_SAMPLE_RATE = 48_000
+AUDIO_PTIME = 0.020
+AUDIO_SAMPLES_PER_FRAME = 960  # AUDIO_SAMPLE_RATE * AUDIO_PTIME, exactly
+AUDIO_TIME_BASE = Fraction(1, AUDIO_SAMPLE_RATE)
+VIDEO_CLOCK_RATE = 90_000
+VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+
+# Media times within this of a frame boundary count as on it (float round-off).
+TIME_EPSILON = 1e-6
+
+
+class SessionClock:
+    """Media time in seconds since the session started, on the monotonic clock.
+
+    Both tracks take their timestamps from it and sleep until their frame's media time,
+    so what the client's RTCP-based lip sync sees is decided by this one clock.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._origin = monotonic()
+
+    def now(self) -> float:
+        """The current media time."""
+        return self._monotonic() - self._origin
+
+    def wall(self, media_time: float) -> float:
+        """The monotonic-clock instant of `media_time`."""
+        return self._origin + media_time
+
+    async def sleep_until(self, media_time: float) -> None:
+        delay = media_time - self.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def audio_frame_time(n: int) -> float:
+    return n * AUDIO_PTIME
+
+
+def audio_frame_at_or_after(media_time: float) -> int:
+    """Index of the first audio frame starting at or after `media_time`."""
+    return max(0, math.ceil(media_time / AUDIO_PTIME - TIME_EPSILON))
+
+
+def frame_index(media_time: float, rate: float) -> int:
+    """Index of the frame of a `rate`-per-second sequence shown at `media_time`."""
+    return math.floor(media_time * rate + TIME_EPSILON)

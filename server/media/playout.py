@@ -1,0 +1,347 @@
+"""What a session shows and plays at each media time: idle loop, speech, and A/V sync."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.media.clock import (
+    AUDIO_PTIME,
+    AUDIO_SAMPLE_RATE,
+    AUDIO_SAMPLES_PER_FRAME,
+    TIME_EPSILON,
+    SessionClock,
+    audio_frame_at_or_after,
+    audio_frame_time,
+    frame_index,
+)
+from server.media.utterance import Utterance, UtteranceState
+
+# Until a session has measured how long its utterances take from acceptance to the first
+# audible sample, assume this; the first avatar frame of speech is picked with it.
+INITIAL_START_DELAY = 0.12
+START_DELAY_SMOOTHING = 0.3  # weight of the newest measurement in the running estimate
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    prebuffer_seconds: float = 0.2
+    max_lead_seconds: float = 0.08
+    max_lag_seconds: float = 0.12
+
+
+@dataclass
+class SyncStats:
+    """Sync events of a session, exposed by the API."""
+
+    utterances_started: int = 0
+    utterances_finished: int = 0
+    utterances_cancelled: int = 0
+    audio_holds: int = 0
+    """Times the audio paused (sent silence) because rendering fell behind by > max lead."""
+    audio_hold_seconds: float = 0.0
+    video_frames_late: int = 0
+    """Video frames that repeated an older frame because theirs was not rendered yet."""
+    video_frames_held: int = 0
+    """Video frames held back because the audio was sent more than max lag behind them."""
+    last_start_delay: float | None = None
+    """Seconds from accepting the last utterance to its first audible sample."""
+
+
+class PlayoutEventKind(enum.Enum):
+    SPEAKING_STARTED = "speaking_started"
+    SPEAKING_ENDED = "speaking_ended"
+    UTTERANCE_CANCELLED = "utterance_cancelled"
+
+
+@dataclass(frozen=True)
+class PlayoutEvent:
+    kind: PlayoutEventKind
+    utterance_id: str
+    media_time: float
+
+
+@dataclass(frozen=True)
+class VideoPick:
+    """The picture for one video frame: a rendered speech frame, or an avatar frame."""
+
+    image: np.ndarray | None
+    avatar_index: int
+    speaking: bool
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    """Where an utterance's audio was at a media time: the audio is the master clock."""
+
+    time: float
+    position: float  # utterance seconds
+    holding: bool
+
+
+class Playout:
+    """A session's media state, pulled by its audio and video tracks at media times.
+
+    The idle loop walks the avatar's ping-pong cycle at `fps` frames per second; an
+    avatar frame *counter* keeps counting through speech so that the first speaking frame
+    continues from the idle loop and the idle loop resumes where speech ended.
+
+    During speech the audio is the master: each audio frame records an anchor (media
+    time, utterance position) and each video frame shows the rendered frame for the
+    position the audio is at at that frame's media time.
+    """
+
+    def __init__(
+        self,
+        cycle: Sequence[int],
+        fps: float,
+        sync: SyncSettings,
+        clock: SessionClock,
+        on_event: Callable[[PlayoutEvent], None] | None = None,
+    ) -> None:
+        if not cycle:
+            raise ValueError("the avatar cycle is empty")
+        self._cycle = list(cycle)
+        self.fps = fps
+        self.sync = sync
+        self.clock = clock
+        self.stats = SyncStats()
+        self._on_event = on_event
+        self._idle_anchor = (0.0, 0)  # (media time, avatar counter)
+        self._utterance: Utterance | None = None
+        self._anchor: _Anchor | None = None
+        self._position = 0  # samples of the current utterance sent
+        self._holding = False
+        # The last finished utterance, for video frames that are still before its end.
+        self._finished: tuple[Utterance, _Anchor] | None = None
+        self._audio_next = 0  # index of the next audio frame expected
+        self._video_last_time = -math.inf
+        self._start_delay = INITIAL_START_DELAY
+
+    # --- avatar frame counter -------------------------------------------------------
+
+    def avatar_index(self, counter: int) -> int:
+        return self._cycle[counter % len(self._cycle)]
+
+    def _idle_counter(self, t: float) -> int:
+        t0, p0 = self._idle_anchor
+        counter = p0 + frame_index(t - t0, self.fps)
+        utterance = self._utterance
+        if utterance is not None and utterance.state is UtteranceState.PENDING:
+            # Wait at the frame speech will start from rather than run past it.
+            counter = min(counter, utterance.start_counter)
+        return counter
+
+    # --- utterances -------------------------------------------------------------------
+
+    @property
+    def utterance(self) -> Utterance | None:
+        """The utterance pending or playing, if any."""
+        return self._utterance
+
+    def next_start_counter(self) -> int:
+        """The avatar counter the next utterance should start from, if accepted now."""
+        now = self.clock.now()
+        return max(self._idle_counter(now), self._idle_counter(now + self._start_delay))
+
+    def accept(self, utterance: Utterance) -> None:
+        if self._utterance is not None:
+            raise RuntimeError("an utterance is already pending or playing")
+        utterance.accepted_at = self.clock.now()
+        self._utterance = utterance
+        self._anchor = None
+        self._position = 0
+        self._holding = False
+
+    def prebuffer_frames(self, utterance: Utterance) -> int:
+        """Frames that must be rendered before `utterance` may start playing."""
+        wanted = math.ceil(self.sync.prebuffer_seconds * utterance.fps - TIME_EPSILON)
+        return min(utterance.frame_count, max(1, wanted))
+
+    def frames_added(self, utterance: Utterance) -> None:
+        """Tell the playout that frames of `utterance` were rendered."""
+        if (
+            utterance is self._utterance
+            and utterance.state is UtteranceState.PENDING
+            and utterance.start_time is None
+            and utterance.ready >= self.prebuffer_frames(utterance)
+        ):
+            # Start on the first audio frame neither track has produced yet, so both
+            # see the whole utterance from its first sample.
+            earliest = max(
+                self.clock.now(),
+                audio_frame_time(self._audio_next),
+                self._video_last_time + TIME_EPSILON,
+            )
+            start = audio_frame_time(audio_frame_at_or_after(earliest))
+            utterance.start_time = start
+            self._anchor = _Anchor(start, 0.0, holding=False)
+
+    def cancel(self) -> None:
+        """Drop the current utterance; the idle loop continues from where it was."""
+        utterance = self._utterance
+        if utterance is None:
+            return
+        now = self.clock.now()
+        if utterance.state is UtteranceState.PLAYING and self._anchor is not None:
+            position = self._speech_position(now, self._anchor, count=False)
+            shown = min(frame_index(position, self.fps), utterance.frame_count - 1)
+            self._idle_anchor = (now, utterance.start_counter + shown + 1)
+        else:
+            self._idle_anchor = (now, self._idle_counter(now))
+        utterance.state = UtteranceState.CANCELLED
+        utterance.release_all()
+        self._utterance = None
+        self._anchor = None
+        self.stats.utterances_cancelled += 1
+        self._emit(PlayoutEventKind.UTTERANCE_CANCELLED, utterance, now)
+
+    def position(self) -> float:
+        """Utterance seconds audible now (0 before the current utterance starts)."""
+        if self._utterance is None or self._anchor is None:
+            return 0.0
+        return self._speech_position(self.clock.now(), self._anchor, count=False)
+
+    def frame_due(self, utterance: Utterance, j: int) -> float:
+        """The media time frame `j` of `utterance` is expected to be shown at."""
+        offset = j / utterance.fps
+        anchor = self._anchor if utterance is self._utterance else None
+        if anchor is not None:
+            base = max(anchor.time, self.clock.now()) if anchor.holding else anchor.time
+            return base + offset - anchor.position
+        accepted = utterance.accepted_at if utterance.accepted_at is not None else self.clock.now()
+        return accepted + self._start_delay + offset
+
+    def seconds_until_free(self) -> float:
+        """An estimate of when the current utterance will have finished playing."""
+        utterance = self._utterance
+        if utterance is None:
+            return 0.0
+        if utterance.state is UtteranceState.PENDING or self._anchor is None:
+            waited = self.clock.now() - (utterance.accepted_at or self.clock.now())
+            return max(0.0, self._start_delay - waited) + utterance.duration
+        played = self._speech_position(self.clock.now(), self._anchor, count=False)
+        return max(0.0, utterance.duration - played)
+
+    # --- audio ---------------------------------------------------------------------------
+
+    def audio_frame(self, n: int) -> np.ndarray | None:
+        """The 960 samples (float32) of audio frame `n`, or None for silence."""
+        if n < self._audio_next:
+            return None  # a stale track asking again; never consume audio twice
+        self._audio_next = n + 1
+        t = audio_frame_time(n)
+        utterance = self._utterance
+        if utterance is None or utterance.start_time is None:
+            return None
+        if utterance.state is UtteranceState.PENDING:
+            if t < utterance.start_time - TIME_EPSILON:
+                return None
+            self._begin(utterance, t)
+        if utterance.state is not UtteranceState.PLAYING:
+            return None
+
+        position = self._position
+        seconds = position / AUDIO_SAMPLE_RATE
+        rendered_until = utterance.ready / utterance.fps
+        audio_until = (position + AUDIO_SAMPLES_PER_FRAME) / AUDIO_SAMPLE_RATE
+        behind = utterance.ready < utterance.frame_count
+        if behind and audio_until - rendered_until > self.sync.max_lead_seconds + TIME_EPSILON:
+            if not self._holding:
+                self.stats.audio_holds += 1
+            self._holding = True
+            self.stats.audio_hold_seconds += AUDIO_PTIME
+            self._anchor = _Anchor(t, seconds, holding=True)
+            return None
+
+        self._holding = False
+        self._anchor = _Anchor(t, seconds, holding=False)
+        samples = utterance.samples[position : position + AUDIO_SAMPLES_PER_FRAME]
+        self._position = position + AUDIO_SAMPLES_PER_FRAME
+        if self._position >= len(utterance.samples):
+            self._finish(utterance, t + len(samples) / AUDIO_SAMPLE_RATE)
+        if len(samples) < AUDIO_SAMPLES_PER_FRAME:
+            samples = np.pad(samples, (0, AUDIO_SAMPLES_PER_FRAME - len(samples)))
+        return samples
+
+    def _begin(self, utterance: Utterance, t: float) -> None:
+        utterance.state = UtteranceState.PLAYING
+        delay = t - (utterance.accepted_at if utterance.accepted_at is not None else t)
+        self.stats.last_start_delay = delay
+        self._start_delay += START_DELAY_SMOOTHING * (delay - self._start_delay)
+        self.stats.utterances_started += 1
+        self._emit(PlayoutEventKind.SPEAKING_STARTED, utterance, t)
+
+    def _finish(self, utterance: Utterance, end_time: float) -> None:
+        utterance.state = UtteranceState.FINISHED
+        utterance.end_time = end_time
+        assert self._anchor is not None
+        self._finished = (utterance, self._anchor)
+        self._idle_anchor = (end_time, utterance.start_counter + utterance.frame_count)
+        self._utterance = None
+        self._anchor = None
+        self.stats.utterances_finished += 1
+        self._emit(PlayoutEventKind.SPEAKING_ENDED, utterance, end_time)
+
+    # --- video ---------------------------------------------------------------------------
+
+    def video_frame(self, t: float) -> VideoPick:
+        """The picture for the video frame at media time `t`."""
+        self._video_last_time = max(self._video_last_time, t)
+        utterance, anchor = self._utterance, self._anchor
+        if (
+            utterance is not None
+            and anchor is not None
+            and utterance.start_time is not None
+            and t >= utterance.start_time - TIME_EPSILON
+        ):
+            position = self._speech_position(t, anchor, count=True)
+            if position < utterance.duration:
+                return self._speech_pick(utterance, position)
+            # The audio is about to finish: continue the idle loop from its end.
+            end = anchor.time + (utterance.duration - anchor.position)
+            counter = utterance.start_counter + utterance.frame_count
+            return self._idle_pick(counter + frame_index(t - end, self.fps))
+        if self._finished is not None:
+            finished, last_anchor = self._finished
+            assert finished.end_time is not None
+            if t < finished.end_time - TIME_EPSILON:
+                position = self._speech_position(t, last_anchor, count=False)
+                return self._speech_pick(finished, min(position, finished.duration - 1e-9))
+            finished.release_all()
+            self._finished = None
+        return self._idle_pick(self._idle_counter(t))
+
+    def _idle_pick(self, counter: int) -> VideoPick:
+        return VideoPick(None, self.avatar_index(counter), speaking=False)
+
+    def _speech_pick(self, utterance: Utterance, position: float) -> VideoPick:
+        j = min(frame_index(position, utterance.fps), utterance.frame_count - 1)
+        image = utterance.frame(j)
+        if image is None:
+            return self._idle_pick(utterance.start_counter + j)
+        if not utterance.has_frame(j):
+            self.stats.video_frames_late += 1
+        utterance.release_before(j)
+        return VideoPick(image, self.avatar_index(utterance.start_counter + j), speaking=True)
+
+    def _speech_position(self, t: float, anchor: _Anchor, count: bool) -> float:
+        """Utterance seconds audible at media time `t`, extrapolated from the audio."""
+        if anchor.holding:
+            return anchor.position
+        position = anchor.position + max(0.0, t - anchor.time)
+        # If the audio track has not been pulled for a while, do not run ahead of it.
+        limit = anchor.position + AUDIO_PTIME + self.sync.max_lag_seconds
+        if position > limit:
+            if count:
+                self.stats.video_frames_held += 1
+            position = limit
+        return position
+
+    def _emit(self, kind: PlayoutEventKind, utterance: Utterance, t: float) -> None:
+        if self._on_event is not None:
+            self._on_event(PlayoutEvent(kind, utterance.id, t))

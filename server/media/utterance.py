@@ -1,0 +1,101 @@
+"""One uploaded piece of speech: its audio and the video frames rendered for it."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.media.clock import AUDIO_SAMPLE_RATE
+
+_ids = itertools.count(1)
+
+
+class UtteranceState(enum.Enum):
+    PENDING = "pending"  # rendering its first frames; not audible yet
+    PLAYING = "playing"  # its audio is being sent
+    FINISHED = "finished"  # all of its audio was sent
+    CANCELLED = "cancelled"  # dropped before the end (session ended, peer went away)
+
+
+@dataclass(frozen=True)
+class FrameChunk:
+    """A run of an utterance's video frames processed together."""
+
+    index: int
+    frames: range
+
+
+class Utterance:
+    """Speech audio at 48 kHz and its rendered frames, generated at `fps`.
+
+    Frame `j` shows utterance time [j / fps, (j + 1) / fps) and is rendered from avatar
+    frame counter `start_counter + j` (see `Playout`).
+    """
+
+    def __init__(
+        self,
+        samples: np.ndarray,
+        fps: float,
+        start_counter: int,
+        chunk_duration: float,
+    ) -> None:
+        self.id = f"u{next(_ids)}"
+        self.samples = samples
+        self.fps = fps
+        self.start_counter = start_counter
+        self.duration = len(samples) / AUDIO_SAMPLE_RATE
+        self.frame_count = max(1, math.ceil(self.duration * fps - 1e-9))
+        frames_per_chunk = max(1, round(chunk_duration * fps))
+        self.chunks = [
+            FrameChunk(i, range(start, min(start + frames_per_chunk, self.frame_count)))
+            for i, start in enumerate(range(0, self.frame_count, frames_per_chunk))
+        ]
+        self.state = UtteranceState.PENDING
+        self.start_time: float | None = None  # media time its audio starts
+        self.end_time: float | None = None  # media time its audio ended
+        self.accepted_at: float | None = None  # media time it was accepted
+        self.error: str | None = None
+        self._frames: dict[int, np.ndarray] = {}
+        self._ready = 0  # frames 0 .. _ready - 1 are all rendered
+        self._oldest_kept = 0
+
+    @property
+    def ready(self) -> int:
+        """How many frames from the start are rendered without a gap."""
+        return self._ready
+
+    @property
+    def active(self) -> bool:
+        return self.state in (UtteranceState.PENDING, UtteranceState.PLAYING)
+
+    def add_frame(self, j: int, image: np.ndarray) -> None:
+        if j < self._oldest_kept or not self.active:
+            return
+        self._frames[j] = image
+        while self._ready in self._frames:
+            self._ready += 1
+
+    def has_frame(self, j: int) -> bool:
+        return j in self._frames
+
+    def frame(self, j: int) -> np.ndarray | None:
+        """Frame `j`, or the latest rendered one before it; None when there is none."""
+        for k in range(j, self._oldest_kept - 1, -1):
+            image = self._frames.get(k)
+            if image is not None:
+                return image
+        return None
+
+    def release_before(self, j: int) -> None:
+        """Forget frames before `j`: they will not be shown again."""
+        for k in range(self._oldest_kept, j):
+            self._frames.pop(k, None)
+        self._oldest_kept = max(self._oldest_kept, j)
+
+    def release_all(self) -> None:
+        self._frames.clear()
+        self._oldest_kept = self.frame_count

@@ -1,0 +1,98 @@
+"""All live sessions: creation within limits, look-up, expiry and clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+
+from server.lipsync.avatars import AvatarStore
+from server.lipsync.worker import LipSyncWorker
+from server.sessions.session import Session, SessionError, SessionParams
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# How often idle sessions are looked for, at most.
+REAP_INTERVAL_SECONDS = 1.0
+
+
+class SessionNotFoundError(SessionError):
+    status = 404
+
+
+class TooManySessionsError(SessionError):
+    status = 503
+
+
+class SessionRegistry:
+    def __init__(self, settings: Settings, worker: LipSyncWorker, avatars: AvatarStore) -> None:
+        self._settings = settings
+        self._worker = worker
+        self._avatars = avatars
+        self._sessions: dict[str, Session] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def create(self, params: SessionParams) -> Session:
+        if len(self._sessions) >= self._settings.max_sessions:
+            raise TooManySessionsError(
+                f"The server is at its limit of {self._settings.max_sessions} sessions; "
+                "end one (DELETE) or try again later.",
+            )
+        avatar = await self._avatars.acquire(params.avatar_id)  # AvatarNotFoundError: 404
+        session = Session(params, avatar, self._worker, self._settings, on_lost=self._lost)
+        self._sessions[session.id] = session
+        logger.info(
+            "session %s created: avatar %s, user %s, fps %d, playback %d",
+            session.id, params.avatar_id, params.user_id, params.fps, params.playback_fps,
+        )
+        return session
+
+    def get(self, session_id: str) -> Session:
+        """The session, its idle timer reset; 404 if unknown, ended or expired."""
+        session = self._sessions.get(session_id)
+        if session is None or session.closed:
+            raise SessionNotFoundError(f"Session {session_id!r} does not exist or has expired.")
+        session.touch()
+        return session
+
+    async def close(self, session_id: str, reason: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise SessionNotFoundError(f"Session {session_id!r} does not exist or has expired.")
+        try:
+            await session.close(reason)
+        finally:
+            self._avatars.release(session.params.avatar_id)
+
+    async def close_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reaper
+        for session_id in list(self._sessions):
+            await self.close(session_id, "server shutting down")
+
+    async def _lost(self, session: Session, reason: str) -> None:
+        if self._sessions.get(session.id) is session:
+            await self.close(session.id, reason)
+
+    async def _reap_idle(self) -> None:
+        ttl = self._settings.session_idle_ttl_seconds
+        while True:
+            await asyncio.sleep(min(REAP_INTERVAL_SECONDS, ttl / 4))
+            for session in list(self._sessions.values()):
+                if session.idle_seconds() > ttl and self._sessions.get(session.id) is session:
+                    try:
+                        await self.close(session.id, f"idle for more than {ttl:g} s")
+                    except Exception:
+                        logger.exception("closing expired session %s failed", session.id)

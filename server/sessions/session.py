@@ -1,0 +1,352 @@
+"""A session: one avatar, one media clock, one peer connection at a time, its speech."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+
+from server.lipsync.engine import LoadedAvatar
+from server.lipsync.worker import LipSyncWorker
+from server.media.clock import SessionClock
+from server.media.playout import Playout, PlayoutEvent, PlayoutEventKind, SyncSettings
+from server.media.rtc import parse_candidate, restrict_host_addresses, rtc_configuration
+from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
+from server.media.utterance import Utterance
+from server.sessions.speech import render_utterance
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EVENTS_CHANNEL_LABEL = "events"
+"""A data channel the client may open; the session sends its events on it as JSON."""
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    avatar_id: str = "demo"
+    user_id: str | None = None
+    fps: int = 10
+    playback_fps: int = 15
+    batch_size: int = 2
+    chunk_duration: float = 2.0
+
+
+class SessionError(Exception):
+    """A request the session refuses; `status` is the HTTP status that says why."""
+
+    status = 400
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class NotConnectedError(SessionError):
+    status = 409
+
+
+class BusyError(SessionError):
+    status = 409
+
+
+class NegotiationError(SessionError):
+    status = 400
+
+
+class SessionClosedError(SessionError):
+    status = 404
+
+
+class Session:
+    """Owns the peer connection, the tracks, the playout and the speech task."""
+
+    def __init__(
+        self,
+        params: SessionParams,
+        avatar: LoadedAvatar,
+        worker: LipSyncWorker,
+        settings: Settings,
+        on_lost: Callable[[Session, str], Awaitable[None]],
+    ) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.params = params
+        self.avatar = avatar
+        self.created_at = time.time()
+        self.last_activity = time.monotonic()
+        self._worker = worker
+        self._settings = settings
+        self._on_lost = on_lost
+        self.clock = SessionClock()
+        self.playout = Playout(
+            avatar.avatar.cycle,
+            params.fps,
+            SyncSettings(
+                settings.audio_prebuffer_seconds,
+                settings.audio_max_lead_seconds,
+                settings.audio_max_lag_seconds,
+            ),
+            self.clock,
+            on_event=self._on_playout_event,
+        )
+        self._pc: RTCPeerConnection | None = None
+        self._audio: AvatarAudioTrack | None = None
+        self._video: AvatarVideoTrack | None = None
+        self._channels: list[RTCDataChannel] = []
+        self._negotiation = asyncio.Lock()
+        self._speech_task: asyncio.Task[None] | None = None
+        self._grace_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.connections = 0
+        self.closed = False
+        self.close_reason: str | None = None
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def connection_state(self) -> str:
+        return self._pc.connectionState if self._pc is not None else "none"
+
+    @property
+    def connected(self) -> bool:
+        return self.connection_state == "connected"
+
+    @property
+    def state(self) -> str:
+        """waiting | connecting | idle | speaking | reconnecting | closed."""
+        if self.closed:
+            return "closed"
+        if self._pc is None:
+            return "reconnecting" if self.connections else "waiting"
+        if not self.connected:
+            return "connecting"
+        return "speaking" if self.playout.utterance is not None else "idle"
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        if self.playout.utterance is not None:
+            return 0.0
+        return time.monotonic() - self.last_activity
+
+    def describe(self) -> dict[str, Any]:
+        utterance = self.playout.utterance
+        return {
+            "session_id": self.id,
+            "state": self.state,
+            "connection_state": self.connection_state,
+            "connections": self.connections,
+            **asdict(self.params),
+            "created_at": self.created_at,
+            "expires_in_seconds": max(
+                0.0, self._settings.session_idle_ttl_seconds - self.idle_seconds()
+            ),
+            "utterance": None
+            if utterance is None
+            else {
+                "utterance_id": utterance.id,
+                "state": utterance.state.value,
+                "duration_seconds": utterance.duration,
+                "position_seconds": self.playout.position(),
+                "frames_rendered": utterance.ready,
+                "frame_count": utterance.frame_count,
+            },
+            "sync": asdict(self.playout.stats),
+            "media": {
+                "audio_frames_sent": self._audio.frames_sent if self._audio else 0,
+                "video_frames_sent": self._video.frames_sent if self._video else 0,
+                "video_frames_skipped": self._video.frames_skipped if self._video else 0,
+                "video_send_latency_ms": round(self._video.send_latency * 1000, 2)
+                if self._video
+                else None,
+            },
+        }
+
+    # --- signalling ----------------------------------------------------------------------
+
+    async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
+        """Answer a client's offer with a new peer connection, replacing any earlier one."""
+        if kind != "offer":
+            raise NegotiationError(f"Expected an SDP of type 'offer', got {kind!r}.")
+        async with self._negotiation:
+            self._check_open()
+            await self._drop_connection("replaced by a new offer")
+            pc = RTCPeerConnection(rtc_configuration(self._settings))
+            self._pc = pc
+            self.connections += 1
+            pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+            pc.on("datachannel", self._on_datachannel)
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+                kinds = {t.kind for t in pc.getTransceivers()}
+                if not {"audio", "video"} <= kinds:
+                    raise NegotiationError(
+                        "The offer must receive both audio and video "
+                        f"(it has: {', '.join(sorted(kinds)) or 'no media'})."
+                    )
+                self._audio = AvatarAudioTrack(self.playout, self.clock)
+                self._video = AvatarVideoTrack(
+                    self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
+                )
+                pc.addTrack(self._audio)
+                pc.addTrack(self._video)
+                restrict_host_addresses(pc, self._settings.ice_host_addresses)
+                await pc.setLocalDescription(await pc.createAnswer())
+            except NegotiationError:
+                await self._drop_connection("negotiation failed")
+                raise
+            except Exception as error:  # aiortc raises assorted errors for bad SDP
+                await self._drop_connection("negotiation failed")
+                raise NegotiationError(f"The offer could not be used: {error}") from None
+            self._cancel_grace()
+            logger.info("session %s: answered offer (connection %d)", self.id, self.connections)
+            return pc.localDescription
+
+    async def add_candidate(self, init: dict[str, Any]) -> None:
+        """Add a trickled remote candidate; an empty one means the end of candidates."""
+        self._check_open()
+        candidate = parse_candidate(init)  # raises CandidateError (400)
+        pc = self._pc
+        if pc is None or pc.remoteDescription is None:
+            raise NotConnectedError("Send the offer before its ICE candidates.")
+        await pc.addIceCandidate(candidate)
+
+    # --- speech --------------------------------------------------------------------------
+
+    def check_can_speak(self) -> None:
+        """Raise the 409 an upload would get now, before the upload is even decoded."""
+        self._check_open()
+        if not self.connected:
+            raise NotConnectedError(
+                "No client is connected to this session yet: open its player_url, or "
+                "POST an offer, and upload once the connection is up."
+            )
+        if self.playout.utterance is not None:
+            wait = self.playout.seconds_until_free()
+            raise BusyError(
+                f"The avatar is still speaking; it will be free in about {wait:.1f} s.",
+                retry_after_seconds=round(wait, 2),
+            )
+
+    def speak(self, samples: np.ndarray) -> Utterance:
+        """Start speaking `samples` (float32 mono 48 kHz); returns once it is queued."""
+        self.check_can_speak()
+        utterance = Utterance(
+            samples,
+            self.params.fps,
+            start_counter=self.playout.next_start_counter(),
+            chunk_duration=self.params.chunk_duration,
+        )
+        self.playout.accept(utterance)
+        self._speech_task = self._spawn(
+            render_utterance(
+                utterance, self.avatar, self._worker, self.playout, self.params.batch_size
+            )
+        )
+        self.touch()
+        logger.info(
+            "session %s: utterance %s, %.2f s, %d frames",
+            self.id, utterance.id, utterance.duration, utterance.frame_count,
+        )
+        return utterance
+
+    # --- ending ----------------------------------------------------------------------------
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._send_event({"type": "session_ended", "reason": reason})
+        self._cancel_grace()
+        self.playout.cancel()
+        await self._drop_connection(reason)
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        logger.info("session %s closed: %s", self.id, reason)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionClosedError(f"Session {self.id} has ended ({self.close_reason}).")
+
+    async def _drop_connection(self, reason: str) -> None:
+        pc, self._pc = self._pc, None
+        self._channels.clear()
+        if pc is not None:
+            self.playout.cancel()
+            logger.info("session %s: closing peer connection (%s)", self.id, reason)
+            await pc.close()
+
+    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
+        if pc is not self._pc:
+            return
+        state = pc.connectionState
+        logger.info("session %s: connection %s", self.id, state)
+        if state == "connected":
+            self._cancel_grace()
+        elif state in ("failed", "closed"):
+            self._spawn(self._connection_lost(pc, state))
+
+    async def _connection_lost(self, pc: RTCPeerConnection, state: str) -> None:
+        if pc is not self._pc or self.closed:
+            return
+        await self._drop_connection(f"connection {state}")
+        grace = self._settings.session_reconnect_grace_seconds
+        self._grace_task = self._spawn(self._expire_after_grace(grace, state))
+
+    async def _expire_after_grace(self, grace: float, state: str) -> None:
+        await asyncio.sleep(grace)
+        if self._pc is None and not self.closed:
+            await self._on_lost(self, f"connection {state} and no new offer within {grace:g} s")
+
+    def _cancel_grace(self) -> None:
+        if self._grace_task is not None:
+            self._grace_task.cancel()
+            self._grace_task = None
+
+    # --- events to the client ----------------------------------------------------------
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label == EVENTS_CHANNEL_LABEL:
+            self._channels.append(channel)
+            channel.on("open", lambda: self._send_state(channel))
+            if channel.readyState == "open":
+                self._send_state(channel)
+
+    def _send_state(self, channel: RTCDataChannel) -> None:
+        channel.send(json.dumps({"type": "state", "state": self.state, "session_id": self.id}))
+
+    def _on_playout_event(self, event: PlayoutEvent) -> None:
+        if event.kind is not PlayoutEventKind.SPEAKING_STARTED:
+            self.touch()
+        self._send_event(
+            {
+                "type": event.kind.value,
+                "utterance_id": event.utterance_id,
+                "media_time": round(event.media_time, 3),
+            }
+        )
+
+    def _send_event(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        for channel in self._channels:
+            if channel.readyState == "open":
+                channel.send(text)
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,149 @@
+"""Server settings: every default and every environment variable name lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# aiortc's own default; used only when WEBRTC_STUN_URLS is not set at all.
+DEFAULT_STUN_URLS = ("stun:stun.l.google.com:19302",)
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the server cannot use."""
+
+
+def _env(name: str, **kwargs: Any) -> Any:
+    """A dataclass field read from the environment variable `name`."""
+    return field(metadata={"env": name}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server configuration; `Settings.from_env()` reads the environment once at start-up."""
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = _env("PUBLIC_URL", default="")
+    """Base URL clients reach the server at (for `player_url`); empty: the request's own."""
+
+    # Sync (DESIGN.md, "the media clock")
+    audio_prebuffer_seconds: float = _env("WEBRTC_AUDIO_PREBUFFER_SECONDS", default=0.2)
+    audio_max_lead_seconds: float = _env("WEBRTC_AUDIO_MAX_LEAD_SECONDS", default=0.08)
+    audio_max_lag_seconds: float = _env("WEBRTC_AUDIO_MAX_LAG_SECONDS", default=0.12)
+
+    # Network
+    stun_urls: tuple[str, ...] = _env("WEBRTC_STUN_URLS", default=DEFAULT_STUN_URLS)
+    turn_urls: tuple[str, ...] = _env("WEBRTC_TURN_URLS", default=())
+    turn_user: str = _env("WEBRTC_TURN_USER", default="")
+    turn_pass: str = _env("WEBRTC_TURN_PASS", default="")
+    ice_host_addresses: tuple[str, ...] = _env("WEBRTC_ICE_HOST_ADDRESSES", default=())
+    """Host addresses the server gathers ICE candidates on; empty: every interface."""
+
+    # Sessions
+    max_sessions: int = _env("MAX_SESSIONS", default=16)
+    session_idle_ttl_seconds: float = _env("SESSION_IDLE_TTL_SECONDS", default=600.0)
+    session_reconnect_grace_seconds: float = _env(
+        "SESSION_RECONNECT_GRACE_SECONDS", default=20.0
+    )
+    """How long a session whose peer connection failed or closed waits for a new offer."""
+
+    # Uploads
+    max_upload_bytes: int = _env("MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
+    max_audio_seconds: float = _env("MAX_AUDIO_SECONDS", default=120.0)
+
+    # Lip sync
+    lipsync_engine: str = _env("LIPSYNC_ENGINE", default="auto")
+    lipsync_device: str = _env("LIPSYNC_DEVICE", default="")
+    """Torch device for the model engine; empty: cuda when available, else cpu."""
+    lipsync_max_batch: int = _env("LIPSYNC_MAX_BATCH", default=0)
+    """Most frames the render worker puts in one batch; 0: the engine's own default."""
+    models_dir: Path = _env("MODELS_DIR", default=Path("models"))
+    avatars_dir: Path = _env("AVATARS_DIR", default=Path("avatars"))
+
+    log_level: str = _env("LOG_LEVEL", default="info")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.lipsync_engine not in ("auto", "demo", "musetalk"):
+            problems.append("LIPSYNC_ENGINE must be one of auto, demo, musetalk")
+        for name in (
+            "audio_prebuffer_seconds",
+            "audio_max_lead_seconds",
+            "audio_max_lag_seconds",
+        ):
+            if not 0 <= getattr(self, name) <= 5:
+                problems.append(f"{_env_name(name)} must be between 0 and 5 seconds")
+        for name in ("max_sessions", "max_upload_bytes"):
+            if getattr(self, name) < 1:
+                problems.append(f"{_env_name(name)} must be at least 1")
+        for name in ("session_idle_ttl_seconds", "max_audio_seconds"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{_env_name(name)} must be positive")
+        if self.session_reconnect_grace_seconds < 0:
+            problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
+        if self.lipsync_max_batch < 0:
+            problems.append("LIPSYNC_MAX_BATCH must not be negative")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `environ` (default: `os.environ`); `overrides` win over both."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata.get("env")
+            if name is None or name not in environ:
+                continue
+            values[f.name] = _parse(name, environ[name], f.default)
+        values.update(overrides)
+        return cls(**values)
+
+    def ice_servers(self) -> list[dict[str, Any]]:
+        """The ICE servers in the form browsers' RTCConfiguration takes."""
+        servers: list[dict[str, Any]] = []
+        if self.stun_urls:
+            servers.append({"urls": list(self.stun_urls)})
+        if self.turn_urls:
+            servers.append(
+                {
+                    "urls": list(self.turn_urls),
+                    "username": self.turn_user,
+                    "credential": self.turn_pass,
+                }
+            )
+        return servers
+
+
+def _env_name(field_name: str) -> str:
+    return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == field_name)
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    """Parse an environment value to the type of the field's default."""
+    text = raw.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if isinstance(default, Path):
+            return Path(text)
+        return text
+    except ValueError:
+        kind = type(default).__name__
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind}") from None

@@ -1,0 +1,46 @@
+"""Shared fixtures: settings safe for tests, and the app running in the test's loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.settings import Settings
+
+# No STUN or TURN server, and ICE only on loopback: the tests send no packet elsewhere.
+TEST_ENVIRONMENT = {
+    "WEBRTC_STUN_URLS": "",
+    "WEBRTC_TURN_URLS": "",
+    "WEBRTC_ICE_HOST_ADDRESSES": "127.0.0.1",
+    "LIPSYNC_ENGINE": "demo",
+}
+
+
+def make_settings(**overrides: object) -> Settings:
+    return Settings.from_env(TEST_ENVIRONMENT, **overrides)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in this event loop, lifespan included."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(settings) as client:
+        yield client

@@ -1,0 +1,217 @@
+"""The playout: idle loop, speech start, audio-master sync, continuity, holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.media.clock import AUDIO_SAMPLES_PER_FRAME, SessionClock
+from server.media.playout import Playout, PlayoutEventKind, SyncSettings
+from server.media.utterance import Utterance, UtteranceState
+
+FPS = 10
+CYCLE = tuple(range(6)) + tuple(range(4, 0, -1))  # ping-pong over 6 frames
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def time_source() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def events() -> list:
+    return []
+
+
+@pytest.fixture
+def playout(time_source: FakeTime, events: list) -> Playout:
+    clock = SessionClock(time_source)
+    return Playout(CYCLE, FPS, SyncSettings(0.2, 0.08, 0.12), clock, on_event=events.append)
+
+
+def frame_image(j: int) -> np.ndarray:
+    return np.full((4, 4, 3), j, np.uint8)
+
+
+def make_utterance(playout: Playout, seconds: float) -> Utterance:
+    samples = np.linspace(0.1, 0.9, int(seconds * 48_000), dtype=np.float32)
+    return Utterance(samples, FPS, playout.next_start_counter(), chunk_duration=1.0)
+
+
+def render(playout: Playout, utterance: Utterance, frames: range) -> None:
+    for j in frames:
+        utterance.add_frame(j, frame_image(j))
+        playout.frames_added(utterance)
+
+
+def test_idle_loop_walks_the_ping_pong_cycle_at_fps(playout: Playout) -> None:
+    picks = [playout.video_frame(k / 30) for k in range(60)]  # 2 s at 30 fps playback
+    indices = [p.avatar_index for p in picks]
+    assert indices[::3][:12] == [0, 1, 2, 3, 4, 5, 4, 3, 2, 1, 0, 1]
+    assert not any(p.speaking or p.image is not None for p in picks)
+
+
+def test_idle_audio_is_silence(playout: Playout) -> None:
+    assert all(playout.audio_frame(n) is None for n in range(100))
+
+
+def test_speech_starts_on_the_next_audio_frame_once_the_prebuffer_is_rendered(
+    playout: Playout, time_source: FakeTime, events: list
+) -> None:
+    time_source.now += 1.0
+    for n in range(50):
+        playout.audio_frame(n)
+    utterance = make_utterance(playout, 1.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(1))
+    assert utterance.start_time is None  # 0.2 s at 10 fps: two frames needed
+    time_source.now += 0.013
+    render(playout, utterance, range(1, 2))
+    assert utterance.start_time == pytest.approx(1.02)  # first audio frame not yet sent
+    assert playout.audio_frame(50) is None  # 1.00 s: before the start
+    first = playout.audio_frame(51)
+    assert first is not None and len(first) == AUDIO_SAMPLES_PER_FRAME
+    np.testing.assert_array_equal(first, utterance.samples[:AUDIO_SAMPLES_PER_FRAME])
+    assert [e.kind for e in events] == [PlayoutEventKind.SPEAKING_STARTED]
+    assert utterance.state is UtteranceState.PLAYING
+
+
+def test_audio_is_contiguous_and_ends_with_the_utterance(playout: Playout, events: list) -> None:
+    utterance = make_utterance(playout, 0.5)
+    playout.accept(utterance)
+    render(playout, utterance, range(utterance.frame_count))
+    sent = [playout.audio_frame(n) for n in range(40)]
+    audible = [s for s in sent if s is not None]
+    assert len(audible) == 25  # 0.5 s of 20 ms frames
+    np.testing.assert_array_equal(np.concatenate(audible), utterance.samples)
+    assert events[-1].kind is PlayoutEventKind.SPEAKING_ENDED
+    assert events[-1].media_time == pytest.approx(utterance.start_time + 0.5)
+    assert playout.utterance is None
+    assert playout.stats.utterances_finished == 1
+
+
+def test_video_shows_the_frame_for_the_audio_position(playout: Playout) -> None:
+    utterance = make_utterance(playout, 1.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(utterance.frame_count))
+    start = utterance.start_time
+    for n in range(100):
+        t = n * 0.02
+        playout.audio_frame(n)
+        if t >= start:
+            pick = playout.video_frame(t + 0.01)
+            expected = min(int((t + 0.01 - start) * FPS + 1e-9), utterance.frame_count - 1)
+            if t + 0.01 < start + 1.0:
+                assert pick.speaking
+                assert pick.image[0, 0, 0] == expected
+
+
+def test_speech_continues_the_idle_loop_and_idle_resumes_after_it(
+    playout: Playout, time_source: FakeTime
+) -> None:
+    # Idle counter at 0.35 s is 3; speech accepted then starts from the counter reached.
+    time_source.now += 0.35
+    for n in range(18):
+        playout.audio_frame(n)
+    counter_before = playout.video_frame(0.35).avatar_index
+    utterance = make_utterance(playout, 0.3)
+    playout.accept(utterance)
+    assert utterance.start_counter >= 3
+    render(playout, utterance, range(utterance.frame_count))
+    start = utterance.start_time
+    first = playout.video_frame(start)
+    assert first.speaking
+    assert first.avatar_index == playout.avatar_index(utterance.start_counter)
+    assert abs(CYCLE.index(first.avatar_index) - CYCLE.index(counter_before)) <= 1
+    # Play it out, then the idle loop continues from the frame after the last spoken one.
+    n = 18
+    while playout.utterance is not None:
+        playout.audio_frame(n)
+        n += 1
+    end = utterance.end_time
+    after = playout.video_frame(end + 0.001)
+    assert not after.speaking
+    assert after.avatar_index == playout.avatar_index(utterance.start_counter + utterance.frame_count)
+
+
+def test_idle_loop_waits_at_the_start_frame_while_rendering(playout: Playout, time_source: FakeTime) -> None:
+    utterance = make_utterance(playout, 1.0)
+    playout.accept(utterance)
+    start_counter = utterance.start_counter
+    later = playout.video_frame(5.0)  # rendering is taking long: hold, do not run past
+    assert later.avatar_index == playout.avatar_index(start_counter)
+
+
+def test_audio_holds_when_rendering_falls_behind_and_resumes(playout: Playout) -> None:
+    utterance = make_utterance(playout, 1.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(3))  # 0.3 s of video
+    sent = []
+    for n in range(30):
+        sent.append(playout.audio_frame(n))
+    # Audio may lead the last rendered frame by at most 80 ms: 0.3 + 0.08 = 0.38 s played.
+    played = sum(s is not None for s in sent)
+    assert played == 19  # 0.38 s / 20 ms
+    assert playout.stats.audio_holds == 1
+    assert playout.stats.audio_hold_seconds == pytest.approx(11 * 0.02)
+    held_at = playout.video_frame(30 * 0.02)
+    assert held_at.image[0, 0, 0] == 2  # the lips wait with the audio
+    render(playout, utterance, range(3, utterance.frame_count))
+    resumed = playout.audio_frame(30)
+    np.testing.assert_array_equal(
+        resumed, utterance.samples[19 * AUDIO_SAMPLES_PER_FRAME : 20 * AUDIO_SAMPLES_PER_FRAME]
+    )
+
+
+def test_video_does_not_run_ahead_of_stalled_audio(playout: Playout) -> None:
+    utterance = make_utterance(playout, 2.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(utterance.frame_count))
+    start = utterance.start_time
+    playout.audio_frame(0)  # only the first audio frame is ever sent
+    pick = playout.video_frame(start + 0.5)
+    # 20 ms sent + 120 ms allowed lag: frame 1 (0.1..0.2 s), not frame 5.
+    assert pick.image[0, 0, 0] == 1
+    assert playout.stats.video_frames_held == 1
+
+
+def test_cancel_returns_to_idle_after_the_frame_shown(playout: Playout, events: list) -> None:
+    utterance = make_utterance(playout, 2.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(utterance.frame_count))
+    for n in range(20):  # 0.4 s
+        playout.audio_frame(n)
+    playout.cancel()
+    assert utterance.state is UtteranceState.CANCELLED
+    assert events[-1].kind is PlayoutEventKind.UTTERANCE_CANCELLED
+    assert playout.utterance is None
+    assert playout.audio_frame(20) is None
+    assert not playout.video_frame(0.5).speaking
+
+
+def test_a_stale_audio_track_never_consumes_speech_twice(playout: Playout) -> None:
+    utterance = make_utterance(playout, 1.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(utterance.frame_count))
+    first = playout.audio_frame(0)
+    assert first is not None
+    assert playout.audio_frame(0) is None
+
+
+def test_seconds_until_free_counts_down(playout: Playout, time_source: FakeTime) -> None:
+    utterance = make_utterance(playout, 3.0)
+    playout.accept(utterance)
+    assert playout.seconds_until_free() == pytest.approx(3.0 + 0.12, abs=0.01)
+    render(playout, utterance, range(utterance.frame_count))
+    for n in range(50):
+        playout.audio_frame(n)
+    time_source.now += 1.0
+    assert playout.seconds_until_free() == pytest.approx(2.0, abs=0.03)

@@ -1,0 +1,66 @@
+"""Settings come from the environment, with clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.settings import DEFAULT_STUN_URLS, Settings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.audio_prebuffer_seconds == 0.2
+    assert settings.audio_max_lead_seconds == 0.08
+    assert settings.audio_max_lag_seconds == 0.12
+    assert settings.stun_urls == DEFAULT_STUN_URLS
+    assert settings.lipsync_engine == "auto"
+    assert settings.models_dir == Path("models")
+
+
+def test_empty_stun_list_means_no_stun_and_turn_carries_credentials() -> None:
+    settings = Settings.from_env(
+        {
+            "WEBRTC_STUN_URLS": "",
+            "WEBRTC_TURN_URLS": "turn:turn.example.org:3478?transport=udp, turns:turn.example.org:5349",
+            "WEBRTC_TURN_USER": "alice",
+            "WEBRTC_TURN_PASS": "secret",
+        }
+    )
+    assert settings.ice_servers() == [
+        {
+            "urls": ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"],
+            "username": "alice",
+            "credential": "secret",
+        }
+    ]
+
+
+def test_numbers_and_lists_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "WEBRTC_AUDIO_PREBUFFER_SECONDS": "0.35",
+            "MAX_SESSIONS": "3",
+            "WEBRTC_ICE_HOST_ADDRESSES": "127.0.0.1,10.0.0.2",
+            "MODELS_DIR": "/srv/models",
+        }
+    )
+    assert settings.audio_prebuffer_seconds == 0.35
+    assert settings.max_sessions == 3
+    assert settings.ice_host_addresses == ("127.0.0.1", "10.0.0.2")
+    assert settings.models_dir == Path("/srv/models")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MAX_SESSIONS", "many", "MAX_SESSIONS='many' is not a valid int"),
+        ("MAX_SESSIONS", "0", "MAX_SESSIONS must be at least 1"),
+        ("WEBRTC_AUDIO_MAX_LEAD_SECONDS", "-1", "WEBRTC_AUDIO_MAX_LEAD_SECONDS must be between"),
+        ("LIPSYNC_ENGINE", "wav2lip", "LIPSYNC_ENGINE must be one of"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value})
