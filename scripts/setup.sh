@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 PYTHON="${PYTHON:-python3}"
-STAMP="$VENV/.avatar-server-installed"
+STAMP="$VENV/.avatar-server-installed-${EXTRAS:-base}"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -38,8 +38,10 @@ install_torch() {
 }
 
 # Reinstall when the dependencies changed since the last install.
-wanted="$(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)${EXTRAS:-}"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$wanted" ]; then
+# (An install with the test extras also serves the plain one.)
+wanted="$(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+up_to_date() { [ -f "$1" ] && [ "$(cat "$1")" = "$wanted" ]; }
+if ! up_to_date "$STAMP" && ! { [ -z "${EXTRAS:-}" ] && up_to_date "$VENV/.avatar-server-installed-test"; }; then
   install_torch
   log "installing avatar-server${EXTRAS:+ with [$EXTRAS]}"
   "${PIP[@]}" install --quiet -e "$ROOT${EXTRAS:+[$EXTRAS]}"

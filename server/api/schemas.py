@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 # Bounds of the session parameters (query parameters of `create`).
 FPS_RANGE = (1, 60)
@@ -22,9 +22,15 @@ class BusyResponse(ErrorResponse):
 
 
 class IceServer(BaseModel):
+    """An RTCIceServer; the credentials are left out (not null) when there are none."""
+
     urls: list[str]
     username: str | None = None
     credential: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
 class SessionParameters(BaseModel):

@@ -8,7 +8,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,6 +31,8 @@ class WorkerStats:
     """Jobs whose session gave them up before they were rendered."""
     frames_late: int = 0
     """Frames delivered after their deadline."""
+    shared_batches: int = 0
+    """Batches that held frames of more than one session."""
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,6 +45,7 @@ class WorkerStats:
             "busy_seconds": round(self.busy_seconds, 3),
             "jobs_dropped": self.jobs_dropped,
             "frames_late": self.frames_late,
+            "shared_batches": self.shared_batches,
         }
 
 
@@ -55,6 +58,7 @@ class _Job:
     call: Callable[[], Any] | None = field(compare=False)
     future: asyncio.Future[Any] = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
+    owner: Hashable = field(default=None, compare=False)
 
 
 class WorkerClosedError(RuntimeError):
@@ -86,12 +90,18 @@ class LipSyncWorker:
     # --- called on the event loop --------------------------------------------------------
 
     def render(
-        self, requests: Sequence[RenderRequest], deadlines: Sequence[float]
+        self,
+        requests: Sequence[RenderRequest],
+        deadlines: Sequence[float],
+        owner: Hashable = None,
     ) -> list[asyncio.Future[np.ndarray]]:
-        """Queue frames to render; `deadlines` are `time.monotonic()` instants."""
+        """Queue frames to render; `deadlines` are `time.monotonic()` instants.
+
+        `owner` (a session) only feeds the statistics of batch sharing.
+        """
         loop = asyncio.get_running_loop()
         jobs = [
-            _Job(deadline, next(self._seq), request, None, loop.create_future(), loop)
+            _Job(deadline, next(self._seq), request, None, loop.create_future(), loop, owner)
             for request, deadline in zip(requests, deadlines, strict=True)
         ]
         self._enqueue(jobs)
@@ -174,6 +184,8 @@ class LipSyncWorker:
                         )
                     self.stats.batches += 1
                     self.stats.frames_rendered += len(jobs)
+                    if len({job.owner for job in jobs}) > 1:
+                        self.stats.shared_batches += 1
                     sizes = self.stats.batch_sizes
                     sizes[len(jobs)] = sizes.get(len(jobs), 0) + 1
             except Exception as error:  # delivered to whoever waits for the result

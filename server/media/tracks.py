@@ -122,7 +122,9 @@ class AvatarVideoTrack(_PacedTrack):
         self._next += 1
         t = k / self.playback_fps
         await self._release_at(t)
-        pick = self.playout.video_frame(t)
+        # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
+        # that time, so the picture is never more than half a frame early or late.
+        pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
         image = pick.image if pick.image is not None else self.avatar_frames[pick.avatar_index]
         frame = VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = round(t * VIDEO_CLOCK_RATE)

@@ -250,7 +250,7 @@ class Session:
         self.playout.accept(utterance)
         self._speech_task = self._spawn(
             render_utterance(
-                utterance, self.avatar, self._worker, self.playout, self.params.batch_size
+                utterance, self.avatar, self._worker, self.playout, self.params.batch_size, self.id
             )
         )
         self.touch()

@@ -22,6 +22,7 @@ async def render_utterance(
     worker: LipSyncWorker,
     playout: Playout,
     batch_size: int,
+    owner: str,
 ) -> None:
     """Render `utterance` chunk by chunk, handing each frame to the playout as it lands.
 
@@ -51,7 +52,7 @@ async def render_utterance(
                 requests.append(RenderRequest(avatar, playout.avatar_index(counter), frame_features))
                 group_start = j - (j - chunk.frames.start) % batch_size
                 deadlines.append(clock.wall(playout.frame_due(utterance, group_start)))
-            futures = worker.render(requests, deadlines)
+            futures = worker.render(requests, deadlines, owner=owner)
             for j, future in zip(chunk.frames, futures):
                 image = await future
                 utterance.add_frame(j, image)

@@ -196,3 +196,18 @@ async def test_player_page_is_served(http: httpx.AsyncClient) -> None:
     script = await http.get("/player/assets/player.js")
     assert script.status_code == 200
     assert "RTCPeerConnection" in script.text
+
+
+async def test_ice_servers_come_from_the_settings() -> None:
+    settings = make_settings(
+        stun_urls=("stun:stun.example.org:3478",),
+        turn_urls=("turn:turn.example.org:3478",),
+        turn_user="u",
+        turn_pass="p",
+    )
+    async with running_app(settings) as http:
+        session = await create(http)
+        assert session["ice_servers"] == [
+            {"urls": ["stun:stun.example.org:3478"]},
+            {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"},
+        ]

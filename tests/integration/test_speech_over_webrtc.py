@@ -13,10 +13,7 @@ from tests.webrtc_client import ClientPeer, SenderTimeline, audio_envelope, edge
 
 pytestmark = pytest.mark.webrtc
 
-FPS = 25
-PLAYBACK_FPS = 25
-FRAME = 1 / PLAYBACK_FPS
-# Bursts of voice (seconds into the utterance), on 40 ms frame boundaries.
+# Bursts of voice (seconds into the utterance), on the boundaries of generated frames.
 BURSTS = [(0.40, 0.80), (1.20, 1.60), (2.00, 2.60)]
 UTTERANCE_SECONDS = 3.2
 LOUD_RMS = 0.05
@@ -45,8 +42,10 @@ async def wait_until(predicate, timeout: float, step: float = 0.05) -> None:
         await asyncio.sleep(step)
 
 
-async def test_idle_then_speech_in_sync_then_idle(http: httpx.AsyncClient) -> None:
-    session = await create_session(http, fps=FPS, playback_fps=PLAYBACK_FPS)
+@pytest.mark.parametrize(("fps", "playback_fps"), [(10, 15), (25, 25)])
+async def test_idle_then_speech_in_sync_then_idle(http: httpx.AsyncClient, fps: int, playback_fps: int) -> None:
+    frame = 1 / playback_fps
+    session = await create_session(http, fps=fps, playback_fps=playback_fps)
     assert session["ice_servers"] == []
     peer = ClientPeer(http, session["session_id"])
     try:
@@ -99,20 +98,20 @@ async def test_idle_then_speech_in_sync_then_idle(http: httpx.AsyncClient) -> No
     np.testing.assert_allclose(np.diff(sound_on), np.diff([b[0] for b in BURSTS]), atol=0.01)
     # The mouth opens and closes with the sound, within one video frame.
     for opened, heard in zip(mouth_on, sound_on):
-        assert abs(opened - heard) <= FRAME + 0.005, (mouth_on, sound_on)
+        assert abs(opened - heard) <= frame + 0.005, (mouth_on, sound_on)
     for closed, quiet in zip(mouth_off, sound_off):
-        assert abs(closed - quiet) <= FRAME + 0.005, (mouth_off, sound_off)
+        assert abs(closed - quiet) <= frame + 0.005, (mouth_off, sound_off)
 
     # While the sound is loud the mouth is open; between bursts it rests.
     for start, end in zip(sound_on, sound_off):
-        inside = mouth[(video_times > start + FRAME) & (video_times < end - FRAME)]
-        assert len(inside) >= 5 and inside.min() > OPEN_MOUTH
+        inside = mouth[(video_times > start + frame) & (video_times < end - frame)]
+        assert len(inside) >= 3 and inside.min() > OPEN_MOUTH
     for end, start in zip(sound_off[:-1], sound_on[1:]):
-        between = mouth[(video_times > end + FRAME) & (video_times < start - FRAME)]
-        assert len(between) >= 5 and between.max() < CLOSED_MOUTH
+        between = mouth[(video_times > end + frame) & (video_times < start - frame)]
+        assert len(between) >= 3 and between.max() < CLOSED_MOUTH
 
     # Back to idle afterwards: mouth closed, silence, the picture still moving.
-    after = [v for v, t in zip(received.video, video_times) if t > sound_off[-1] + 3 * FRAME]
+    after = [v for v, t in zip(received.video, video_times) if t > sound_off[-1] + 3 * frame]
     assert len(after) >= 15
     assert max(v.mouth_dark for v in after) < CLOSED_MOUTH
     after_thumbs = np.stack([v.thumbnail for v in after])

@@ -64,13 +64,14 @@ async def test_earliest_deadlines_first_across_sessions_in_batches(worker, engin
     blocker = worker.render([RenderRequest(avatar(), 0, "first")], [0.0])
     await asyncio.sleep(0.05)
     now = time.monotonic()
-    a = worker.render([RenderRequest(avatar(), 0, f"a{i}") for i in range(4)], [now + i for i in range(4)])
-    b = worker.render([RenderRequest(avatar(), 0, f"b{i}") for i in range(4)], [now + i + 0.5 for i in range(4)])
+    a = worker.render([RenderRequest(avatar(), 0, f"a{i}") for i in range(4)], [now + i for i in range(4)], "a")
+    b = worker.render([RenderRequest(avatar(), 0, f"b{i}") for i in range(4)], [now + i + 0.5 for i in range(4)], "b")
     engine.gate.set()
     await asyncio.gather(*blocker, *a, *b)
     assert engine.batches == [["first"], ["a0", "b0", "a1", "b1"], ["a2", "b2", "a3", "b3"]]
     assert worker.stats.frames_rendered == 9
     assert worker.stats.batches == 3
+    assert worker.stats.shared_batches == 2
 
 
 async def test_renders_off_the_event_loop(worker, engine) -> None:
