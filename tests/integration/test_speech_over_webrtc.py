@@ -118,3 +118,28 @@ async def test_idle_then_speech_in_sync_then_idle(http: httpx.AsyncClient, fps: 
     assert np.abs(after_thumbs - after_thumbs[0]).max() > 3
     tail = rms[times > sound_off[-1] + 0.05]
     assert len(tail) > 100 and tail.max() < 1e-3
+
+
+async def test_long_speech_starts_before_it_is_all_rendered_and_renders_ahead_by_a_chunk(
+    http: httpx.AsyncClient,
+) -> None:
+    session = await create_session(http, fps=10, playback_fps=15, chunk_duration=1.0)
+    sid = session["session_id"]
+    peer = ClientPeer(http, sid)
+    try:
+        await peer.connect()
+        response = await upload(http, sid, encode(speech_like(8.0), "wav"))
+        assert response.status_code == 200
+        assert response.json()["chunk_count"] == 8
+        await peer.wait_for_event("speaking_started", timeout=5)
+        at_start = (await http.get(f"/webrtc/sessions/{sid}")).json()["utterance"]
+        assert at_start["frames_rendered"] < at_start["frame_count"] / 2
+        await asyncio.sleep(2.0)
+        later = (await http.get(f"/webrtc/sessions/{sid}")).json()["utterance"]
+        played_frames = later["position_seconds"] * 10
+        # Chunk k starts rendering once chunk k-1 plays: at most two chunks ahead.
+        assert later["frames_rendered"] <= (played_frames // 10 + 2) * 10
+        assert later["frames_rendered"] > played_frames
+        await peer.wait_for_event("speaking_ended", timeout=10)
+    finally:
+        await peer.close()
