@@ -111,11 +111,23 @@ def new_tab(chromium: Browser) -> Iterator[Callable[..., PlayerPage]]:
 
 
 @pytest.fixture
-def player(new_tab: Callable[..., PlayerPage], session: dict[str, Any]) -> PlayerPage:
+def open_player(
+    new_tab: Callable[..., PlayerPage], session: dict[str, Any]
+) -> Callable[..., PlayerPage]:
+    """Opens the session's player_url, with `query`, in a new tab (see `new_tab`)."""
+
+    def open_tab(query: str = "", *scripts: str, browser: Browser | None = None) -> PlayerPage:
+        tab = new_tab(*scripts, browser=browser)
+        tab.open(session["player_url"] + query)
+        return tab
+
+    return open_tab
+
+
+@pytest.fixture
+def player(open_player: Callable[..., PlayerPage]) -> PlayerPage:
     """The session's player_url open in a tab."""
-    tab = new_tab()
-    tab.open(session["player_url"])
-    return tab
+    return open_player()
 
 
 @pytest.fixture

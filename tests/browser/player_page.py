@@ -55,7 +55,7 @@ REPORT_PREFIX = "avatar-player-test "
 RECORDER_SCRIPT = """
 (() => {
   const report = (channel, message) => console.debug("%s" + JSON.stringify(
-    { channel, top: window === window.top, message }));
+    { channel, top: window === window.top, at: performance.now(), message }));
   window.__playerTest = { report, peers: [] };
   window.addEventListener("avatar-player", (event) => report("events", event.detail));
   window.addEventListener("message", (event) => {
@@ -78,6 +78,25 @@ REACT_NATIVE_SCRIPT = """
 window.ReactNativeWebView = {
   postMessage: (text) => window.__playerTest.report("native", text),
 };
+"""
+
+# The app's side of the React Native flow in the README, with the fetch and FormData the
+# app uses; `new Blob` stands for React Native's {uri, name, type}. Run in a page of the
+# server's origin.
+CREATE_SCRIPT = """
+async () => (await fetch("/webrtc/sessions/create?avatar_id=demo", { method: "POST" })).json()
+"""
+UPLOAD_SCRIPT = """
+async ({ sessionId, audio }) => {
+  const bytes = Uint8Array.from(atob(audio), (c) => c.charCodeAt(0));
+  const form = new FormData();
+  form.append("audio_file", new Blob([bytes], { type: "audio/mp4" }), "speech.m4a");
+  const started = performance.now();
+  const response = await fetch(`/webrtc/sessions/${sessionId}/stream`,
+                               { method: "POST", body: form });
+  const body = await response.json();
+  return { status: response.status, body, started, answered: performance.now() };
+}
 """
 
 # The newest peer connection's inbound RTP reports, by kind, with their codec.
@@ -118,7 +137,8 @@ class PlayerPage:
 
     def __init__(self, context: BrowserContext, scripts: tuple[str, ...] = ()) -> None:
         self.context = context
-        self.reported: list[tuple[str, Any]] = []  # (channel, message), of the top frame
+        # (channel, page time in ms, message), from the top frame only
+        self.reported: list[tuple[str, float, Any]] = []
         self.sent: list[tuple[str, str | None]] = []  # (URL, body) of the page's POSTs
         for script in (RECORDER_SCRIPT, *scripts):
             context.add_init_script(script)
@@ -133,7 +153,7 @@ class PlayerPage:
         if message.text.startswith(REPORT_PREFIX):
             report = json.loads(message.text[len(REPORT_PREFIX) :])
             if report["top"]:
-                self.reported.append((report["channel"], report["message"]))
+                self.reported.append((report["channel"], report["at"], report["message"]))
 
     def _on_request(self, request: Request) -> None:
         if request.method == "POST":
@@ -155,7 +175,11 @@ class PlayerPage:
         ]
 
     def raw_messages(self, channel: str) -> list[Any]:
-        return [message for on, message in self.reported if on == channel]
+        return [message for on, _, message in self.reported if on == channel]
+
+    def reported_at(self, channel: str, wanted: Callable[[Any], bool]) -> float:
+        """When (page time, ms since navigation) the first such message was reported."""
+        return next(at for on, at, message in self.reported if on == channel and wanted(message))
 
     def states(self, channel: str = "events") -> list[str]:
         return [m["state"] for m in self.messages(channel) if m["type"] == "state"]

@@ -54,10 +54,9 @@ def test_by_default_the_page_receives_vp8(player: PlayerPage) -> None:
 
 
 def test_with_codec_h264_the_page_receives_h264_constrained_baseline(
-    new_tab: Callable[..., PlayerPage], session: dict[str, Any]
+    open_player: Callable[..., PlayerPage],
 ) -> None:
-    player = new_tab()
-    player.open(f"{session['player_url']}?codec=h264")
+    player = open_player("?codec=h264")
     player.wait_for_state("ready")
     player.wait_for_frames(10)
 
@@ -109,11 +108,10 @@ def test_a_player_for_an_unknown_session_ends_at_once(
 
 
 def test_a_second_player_of_the_session_replaces_the_first_which_ends(
-    new_tab: Callable[..., PlayerPage], player: PlayerPage, session: dict[str, Any]
+    open_player: Callable[..., PlayerPage], player: PlayerPage
 ) -> None:
     player.wait_for_state("ready")
-    second = new_tab()
-    second.open(session["player_url"])
+    second = open_player()
     second.wait_for_state("ready")
 
     player.wait_for_state("ended", timeout=5)
@@ -123,11 +121,8 @@ def test_a_second_player_of_the_session_replaces_the_first_which_ends(
     assert second.inbound()["connectionState"] == "connected"
 
 
-def test_the_debug_overlay_shows_live_stats(
-    new_tab: Callable[..., PlayerPage], session: dict[str, Any]
-) -> None:
-    player = new_tab()
-    player.open(f"{session['player_url']}?debug=1")
+def test_the_debug_overlay_shows_live_stats(open_player: Callable[..., PlayerPage]) -> None:
+    player = open_player("?debug=1")
     player.wait_for_state("ready")
     player.wait(2.5)  # two stats intervals: rates need two samples
 

@@ -13,20 +13,22 @@ from tests.browser.player_page import REACT_NATIVE_SCRIPT, PlayerPage
 pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
 
 
-def open_player(new_tab: Callable[..., PlayerPage], url: str, channel: str) -> PlayerPage:
+def open_host(
+    new_tab: Callable[..., PlayerPage],
+    open_player: Callable[..., PlayerPage],
+    url: str,
+    channel: str,
+) -> PlayerPage:
     """The player as each kind of host sees it: a tab, a React Native WebView, an iframe."""
     if channel == "native":
-        tab = new_tab(REACT_NATIVE_SCRIPT)
-        tab.open(url)
-    elif channel == "framed":
+        return open_player("", REACT_NATIVE_SCRIPT)
+    if channel == "framed":
         # The server's demo page, which shows the player in an iframe, pointed at it.
         tab = new_tab()
         tab.open(url.split("/player/")[0] + "/")
         tab.page.evaluate("(url) => { document.getElementById('player').src = url; }", url)
-    else:
-        tab = new_tab()
-        tab.open(url)
-    return tab
+        return tab
+    return open_player()
 
 
 @pytest.mark.parametrize(
@@ -36,12 +38,13 @@ def open_player(new_tab: Callable[..., PlayerPage], url: str, channel: str) -> P
 )
 def test_state_and_speaking_messages_arrive_in_order(
     new_tab: Callable[..., PlayerPage],
+    open_player: Callable[..., PlayerPage],
     session: dict[str, Any],
     api: httpx.Client,
     speak: Callable[..., dict[str, Any]],
     channel: str,
 ) -> None:
-    tab = open_player(new_tab, session["player_url"], channel)
+    tab = open_host(new_tab, open_player, session["player_url"], channel)
     tab.wait_for_state("ready", channel=channel)
     utterance = speak(session, seconds=1.0)["utterance_id"]
     tab.wait_for_state("ready", count=2, channel=channel, timeout=10)

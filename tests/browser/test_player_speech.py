@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 from tests.audio_files import encode, speech_like
-from tests.browser.player_page import REACT_NATIVE_SCRIPT, PlayerPage
+from tests.browser.player_page import (
+    CREATE_SCRIPT,
+    REACT_NATIVE_SCRIPT,
+    UPLOAD_SCRIPT,
+    PlayerPage,
+)
 from tests.live_server import LiveServer
 from tests.webrtc_client import MOUTH_BOX, mouth_dark_share
 
@@ -50,22 +55,6 @@ def test_uploaded_speech_makes_the_page_live_moves_the_mouth_and_returns_to_read
         (True, utterance["utterance_id"]),
         (False, utterance["utterance_id"]),
     ]
-
-
-# The app's side of the React Native flow in the server's README, replayed with the same
-# fetch and FormData the app uses; `new Blob` stands for React Native's {uri, name, type}.
-CREATE_SCRIPT = """
-async () => (await fetch("/webrtc/sessions/create?avatar_id=demo", { method: "POST" })).json()
-"""
-UPLOAD_SCRIPT = """
-async ({ sessionId, audio }) => {
-  const bytes = Uint8Array.from(atob(audio), (c) => c.charCodeAt(0));
-  const form = new FormData();
-  form.append("audio_file", new Blob([bytes], { type: "audio/mp4" }), "speech.m4a");
-  const response = await fetch(`/webrtc/sessions/${sessionId}/stream`, { method: "POST", body: form });
-  return { status: response.status, body: await response.json() };
-}
-"""
 
 
 def test_the_react_native_flow_create_open_the_player_upload_form_data(

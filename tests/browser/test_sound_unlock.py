@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Browser
 
 from tests.browser.player_page import VIEWPORT, PlayerPage
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
 
@@ -18,12 +20,9 @@ def audio_messages(player: PlayerPage) -> list[tuple[bool, bool]]:
 
 
 def test_a_tap_on_the_overlay_enables_the_sound_of_the_video_playing_muted_behind_it(
-    new_tab: Callable[..., PlayerPage],
-    chromium_without_autoplay: Browser,
-    session: dict[str, Any],
+    open_player: Callable[..., PlayerPage], chromium_without_autoplay: Browser
 ) -> None:
-    player = new_tab(browser=chromium_without_autoplay)
-    player.open(session["player_url"])
+    player = open_player(browser=chromium_without_autoplay)
     player.wait_for_state("ready")
     player.wait_for_message(lambda m: m["type"] == "audio", timeout=5)
 
