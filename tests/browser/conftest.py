@@ -97,11 +97,12 @@ def session(api: httpx.Client) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def new_tab(chromium: Browser) -> Iterator[Callable[..., PlayerPage]]:
-    """Opens tabs, each in a fresh browser context with RECORDER_SCRIPT (and `scripts`)."""
+    """Opens tabs, each in a fresh browser context (with `options`), RECORDER_SCRIPT and
+    `scripts` injected."""
     contexts = []
 
-    def open_tab(*scripts: str, browser: Browser | None = None) -> PlayerPage:
-        context = (browser or chromium).new_context(viewport=VIEWPORT)
+    def open_tab(*scripts: str, browser: Browser | None = None, **options: Any) -> PlayerPage:
+        context = (browser or chromium).new_context(viewport=VIEWPORT, **options)
         contexts.append(context)
         return PlayerPage(context, scripts)
 
@@ -116,8 +117,10 @@ def open_player(
 ) -> Callable[..., PlayerPage]:
     """Opens the session's player_url, with `query`, in a new tab (see `new_tab`)."""
 
-    def open_tab(query: str = "", *scripts: str, browser: Browser | None = None) -> PlayerPage:
-        tab = new_tab(*scripts, browser=browser)
+    def open_tab(
+        query: str = "", *scripts: str, browser: Browser | None = None, **options: Any
+    ) -> PlayerPage:
+        tab = new_tab(*scripts, browser=browser, **options)
         tab.open(session["player_url"] + query)
         return tab
 

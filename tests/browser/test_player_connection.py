@@ -66,6 +66,35 @@ def test_with_codec_h264_the_page_receives_h264_constrained_baseline(
     assert "packetization-mode=1" in video["sdpFmtpLine"]
 
 
+# Safari, and iOS WebViews, whose user agent has no "Safari/"; Android's WebView is Chrome.
+IOS_WEBVIEW = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148"
+)
+MAC_SAFARI = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+)
+ANDROID_WEBVIEW = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8 Build/AP2A; wv) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Version/4.0 Chrome/126.0.6478.122 Mobile Safari/537.36"
+)
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "codec"),
+    [(IOS_WEBVIEW, "video/H264"), (MAC_SAFARI, "video/H264"), (ANDROID_WEBVIEW, "video/VP8")],
+    ids=["ios-webview", "mac-safari", "android-webview"],
+)
+def test_apple_browsers_and_webviews_get_h264_by_default(
+    open_player: Callable[..., PlayerPage], user_agent: str, codec: str
+) -> None:
+    # Chromium claiming to be them: the page picks by user agent, the codec is real.
+    player = open_player(user_agent=user_agent)
+    player.wait_for_state("ready")
+    assert player.inbound()["video"]["mimeType"] == codec
+
+
 def test_a_connection_the_server_loses_makes_the_page_reconnect_with_a_new_offer(
     player: PlayerPage, live_server: LiveServer, session: dict[str, Any], api: httpx.Client
 ) -> None:
