@@ -209,11 +209,15 @@
       startPlayback(gen);
     };
 
+    // Candidates go after the answer, one at a time and in order: the end-of-candidates
+    // marker must not overtake the last of them on another of the browser's connections.
     let answered = false;
     const early = [];
+    let sending = Promise.resolve();
+    const send = (init) => { sending = sending.then(() => sendCandidate(init, gen)); };
     peer.onicecandidate = (event) => {
       const init = event.candidate ? event.candidate.toJSON() : { candidate: "" };
-      if (answered) sendCandidate(init, gen);
+      if (answered) send(init);
       else early.push(init);
     };
     peer.onconnectionstatechange = () => gen === generation && onConnectionState(peer.connectionState);
@@ -233,7 +237,7 @@
     }
     await peer.setRemoteDescription(await response.json());
     answered = true;
-    early.forEach((init) => sendCandidate(init, gen));
+    early.forEach(send);
   }
 
   function onConnectionState(connectionState) {
