@@ -180,6 +180,9 @@ class Session:
             raise NegotiationError(f"Expected an SDP of type 'offer', got {kind!r}.")
         async with self._negotiation:
             self._check_open()
+            # Told first, so that the client being replaced (another tab or WebView showing
+            # the same session) stops instead of reconnecting and replacing this one.
+            self._send_event({"type": "connection_replaced"})
             await self._drop_connection("replaced by a new offer")
             pc = RTCPeerConnection(rtc_configuration(self._settings))
             self._pc = pc

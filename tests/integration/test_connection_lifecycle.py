@@ -47,6 +47,24 @@ async def test_a_new_offer_replaces_the_connection(http: httpx.AsyncClient) -> N
         await second.close()
 
 
+async def test_the_replaced_client_is_told_before_its_connection_closes(
+    http: httpx.AsyncClient,
+) -> None:
+    sid = (await http.post("/webrtc/sessions/create")).json()["session_id"]
+    first = ClientPeer(http, sid)
+    second = ClientPeer(http, sid)
+    try:
+        await first.connect()
+        await first.wait_for_event("state", timeout=3)
+        await second.connect()
+        await first.wait_for_event("connection_replaced", timeout=3)
+        await second.wait_for_event("state", timeout=3)
+        assert not any(e["type"] == "connection_replaced" for e in second.received.events)
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_lost_peer_may_reconnect_within_the_grace_period() -> None:
     async with running_app(make_settings(session_reconnect_grace_seconds=3.0)) as http:
         sid = (await http.post("/webrtc/sessions/create")).json()["session_id"]
