@@ -17,11 +17,14 @@ async def test_two_sessions_speak_at_once_sharing_render_batches(http: httpx.Asy
     peers = []
     try:
         for _ in range(2):
-            sid = (await http.post("/webrtc/sessions/create", params={"batch_size": 4})).json()["session_id"]
+            # Long first chunks: each session queues 100 frames at once, so the two
+            # sessions' frames are in the queue together whatever the machine's load.
+            params = {"batch_size": 4, "fps": 25, "chunk_duration": 4}
+            sid = (await http.post("/webrtc/sessions/create", params=params)).json()["session_id"]
             peer = ClientPeer(http, sid)
             await peer.connect()
             peers.append(peer)
-        audio = encode(speech_like(2.0), "wav")
+        audio = encode(speech_like(4.0), "wav")
         responses = await asyncio.gather(
             *(http.post(f"/webrtc/sessions/{p.session_id}/stream", files={"audio_file": ("a.wav", audio, "audio/wav")})
               for p in peers)
