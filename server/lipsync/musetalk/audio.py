@@ -132,7 +132,7 @@ def load_audio_encoder(weights: MuseTalkWeights, device: torch.device, dtype: to
             encoder = WhisperEncoder(config)
     except (TypeError, ValueError, OSError) as error:
         raise weights.error(config_path, f"not a whisper configuration ({error})") from error
-    state_path = next(weights.path(f) for f in weights.files if f.component == "whisper" and f.kind != "json")
+    state_path = weights.checkpoint("whisper")
     state = read_state_dict(weights, state_path)
     prefix = next((p for p in ENCODER_PREFIXES if any(k.startswith(p) for k in state)), ENCODER_PREFIXES[0])
     encoder_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

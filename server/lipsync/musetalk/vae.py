@@ -58,7 +58,7 @@ def load_vae(weights: MuseTalkWeights, device: torch.device, dtype: torch.dtype)
         vae = build_vae(config)
     except (TypeError, ValueError) as error:
         raise weights.error(config_path, f"not an AutoencoderKL configuration ({error})") from error
-    state_path = next(weights.path(f) for f in weights.files if f.component == "vae" and f.kind != "json")
+    state_path = weights.checkpoint("vae")
     state = modern_attention_names(read_state_dict(weights, state_path), set(vae.state_dict()))
     load_into(vae, state, weights, state_path, "the autoencoder of sd-vae/config.json", device, dtype)
     return vae

@@ -99,7 +99,7 @@ MANIFEST: tuple[WeightFile, ...] = (
     WeightFile("whisper/pytorch_model.bin", "whisper", HF_WHISPER_TINY, "pytorch_model.bin"),
     WeightFile(
         "whisper/preprocessor_config.json", "whisper", HF_WHISPER_TINY, "preprocessor_config.json",
-        {"sampling_rate": 16000, "feature_size": 80, "hop_length": 160, "n_samples": 480000},
+        {"sampling_rate": 16000, "feature_size": 80, "hop_length": 160},
     ),
 )
 
@@ -155,17 +155,17 @@ class MuseTalkWeights:
                 return self.models_dir / candidate
         return self.models_dir / file.path
 
-    def _component_path(self, component: str, kind: str) -> Path:
-        file = next(f for f in self.files if f.component == component and (f.kind == "json") == (kind == "json"))
-        return self.path(file)
+    def checkpoint(self, component: str) -> Path:
+        """The tensor file (the one that is not JSON) of `component`."""
+        return self.path(next(f for f in self.files if f.component == component and f.kind != "json"))
 
     @property
     def unet_config(self) -> Path:
-        return self._component_path(f"unet-{self.version}", "json")
+        return self.path(next(f for f in self.files if f.component == f"unet-{self.version}" and f.kind == "json"))
 
     @property
     def unet_weights(self) -> Path:
-        return self._component_path(f"unet-{self.version}", "checkpoint")
+        return self.checkpoint(f"unet-{self.version}")
 
     @property
     def vae_dir(self) -> Path:
