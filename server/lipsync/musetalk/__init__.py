@@ -3,6 +3,7 @@
 Modules, in the order the data flows:
 
 - `weights`  — the files in `models/` (MuseTalk's layout), and whether they are usable;
+- `checkpoint` — reading a weight file into a network, strictly;
 - `audio`    — whisper-tiny encoder features and the window each video frame sees;
 - `unet`, `vae` — the two image networks, built and loaded as MuseTalk does;
 - `model`    — one inference step: latents + audio → 256 x 256 faces;
