@@ -13,10 +13,12 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.lipsync.selection import EngineUnavailableError, check_engine
 
     try:
         settings = Settings.from_env(host=args.host, port=args.port)
-    except SettingsError as error:
+        check_engine(settings)
+    except (SettingsError, EngineUnavailableError) as error:
         print(f"avatar-server: {error}", file=sys.stderr)
         return 2
     level = (args.log_level or settings.log_level).upper()

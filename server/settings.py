@@ -64,7 +64,11 @@ class Settings:
     lipsync_max_batch: int = _env("LIPSYNC_MAX_BATCH", default=0)
     """Most frames the render worker puts in one batch; 0: the engine's own default."""
     models_dir: Path = _env("MODELS_DIR", default=Path("models"))
+    """MuseTalk's weights, in MuseTalk's own layout (models/README.md)."""
+    musetalk_version: str = _env("MUSETALK_VERSION", default="auto")
+    """MuseTalk weights to run: 1.5, 1.0, or auto (1.5 when its files are complete, else 1.0)."""
     avatars_dir: Path = _env("AVATARS_DIR", default=Path("avatars"))
+    """Prepared avatars; engines cache what they compute for an avatar under its `.cache/`."""
 
     log_level: str = _env("LOG_LEVEL", default="info")
 
@@ -72,6 +76,8 @@ class Settings:
         problems = []
         if self.lipsync_engine not in ("auto", "demo", "musetalk"):
             problems.append("LIPSYNC_ENGINE must be one of auto, demo, musetalk")
+        if self.musetalk_version not in ("auto", "1.5", "1.0"):
+            problems.append("MUSETALK_VERSION must be one of auto, 1.5, 1.0")
         for name in (
             "audio_prebuffer_seconds",
             "audio_max_lead_seconds",

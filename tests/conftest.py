@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -44,3 +46,20 @@ def settings() -> Settings:
 async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with running_app(settings) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder in MuseTalk's layout holding tiny random weights (1.5 and 1.0).
+
+    Shared by the whole run: tests that damage files use `models_copy` instead.
+    """
+    from server.lipsync.musetalk.tiny_weights import write_tiny_weights
+
+    return write_tiny_weights(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def models_copy(tiny_models: Path, tmp_path: Path) -> Path:
+    """A private copy of `tiny_models`, free to damage."""
+    return Path(shutil.copytree(tiny_models, tmp_path / "models"))

@@ -32,6 +32,7 @@ async def health(request: Request) -> Health:
     return Health(
         engine=server.engine.name,
         engine_reason=server.choice.reason,
+        engine_details=server.engine.describe(),
         sessions=len(server.sessions),
         max_sessions=server.settings.max_sessions,
         avatars=server.avatars.available(),

@@ -131,6 +131,8 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     engine: str
     engine_reason: str
+    engine_details: dict[str, str | int | float]
+    """What the engine runs on, e.g. MuseTalk's version, device and dtype."""
     sessions: int
     max_sessions: int
     avatars: list[str]

@@ -324,9 +324,12 @@ class Playout:
         image = utterance.frame(j)
         if image is None:
             return self._idle_pick(utterance.start_counter + j)
-        if not utterance.has_frame(j):
+        if utterance.has_frame(j):
+            utterance.release_before(j)
+        else:
+            # Frame j is late and an older one is repeated: keep that one for the next
+            # pick too, or the idle frame would flash in the middle of speech.
             self.stats.video_frames_late += 1
-        utterance.release_before(j)
         return VideoPick(image, self.avatar_index(utterance.start_counter + j), speaking=True)
 
     def _speech_position(self, t: float, anchor: _Anchor, count: bool) -> float:

@@ -171,6 +171,17 @@ def test_audio_holds_when_rendering_falls_behind_and_resumes(playout: Playout) -
     )
 
 
+def test_a_late_frame_repeats_the_last_rendered_one_until_it_arrives(playout: Playout) -> None:
+    utterance = make_utterance(playout, 1.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(3))
+    for n in range(30):
+        playout.audio_frame(n)  # holds at 0.38 s: frame 3 is due but not rendered
+    picks = [playout.video_frame(0.6 + k / 30) for k in range(5)]
+    assert all(p.speaking and p.image[0, 0, 0] == 2 for p in picks)
+    assert playout.stats.video_frames_late == 5
+
+
 def test_video_does_not_run_ahead_of_stalled_audio(playout: Playout) -> None:
     utterance = make_utterance(playout, 2.0)
     playout.accept(utterance)
