@@ -67,6 +67,11 @@ class Settings:
     """MuseTalk's weights, in MuseTalk's own layout (models/README.md)."""
     musetalk_version: str = _env("MUSETALK_VERSION", default="auto")
     """MuseTalk weights to run: 1.5, 1.0, or auto (1.5 when its files are complete, else 1.0)."""
+    musetalk_audio_window: str = _env("MUSETALK_AUDIO_WINDOW", default="centred")
+    """Which audio each video frame sees: `centred` on the frame at every fps (MuseTalk's
+    training window; the same as MuseTalk's at 25 fps), or `musetalk`, MuseTalk's realtime
+    rule exactly, which at other rates sees audio from before the frame (at 10 fps: the
+    200 ms before it, so the lips lag)."""
     avatars_dir: Path = _env("AVATARS_DIR", default=Path("avatars"))
     """Prepared avatars; engines cache what they compute for an avatar under its `.cache/`."""
 
@@ -78,6 +83,8 @@ class Settings:
             problems.append("LIPSYNC_ENGINE must be one of auto, demo, musetalk")
         if self.musetalk_version not in ("auto", "1.5", "1.0"):
             problems.append("MUSETALK_VERSION must be one of auto, 1.5, 1.0")
+        if self.musetalk_audio_window not in ("centred", "musetalk"):
+            problems.append("MUSETALK_AUDIO_WINDOW must be one of centred, musetalk")
         for name in (
             "audio_prebuffer_seconds",
             "audio_max_lead_seconds",

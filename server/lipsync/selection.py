@@ -4,9 +4,9 @@
 - `musetalk`: MuseTalk with the weights in MODELS_DIR; a start-up error naming every
   missing or malformed file when they are not usable.
 - `auto` (default): `musetalk` when its weights are complete, otherwise `demo`; the
-  reason says which files were missing. On a machine without CUDA, `auto` keeps `demo`
-  unless LIPSYNC_DEVICE names the device: the full-size model renders far below real
-  time on a CPU (seconds per frame), which would leave every utterance stalling.
+  reason says which files were missing. On a machine without CUDA the model runs on the
+  CPU, far below real time (seconds per frame): the log warns, and says how to choose
+  `demo` instead.
 
 Whether the weights are complete is checked without loading anything (file presence,
 configs, checkpoint containers), so `auto` costs nothing on a machine without them.
@@ -52,10 +52,11 @@ def select_engine(settings: Settings) -> EngineChoice:
     try:
         weights.require()
         device = resolve_device(settings.lipsync_device)
-        if not explicit and device.type == "cpu" and not settings.lipsync_device:
-            raise EngineUnavailableError(
-                "there is no CUDA device, and on a CPU MuseTalk takes seconds per frame "
-                "(LIPSYNC_DEVICE=cpu or LIPSYNC_ENGINE=musetalk runs it there anyway)"
+        if device.type == "cpu":
+            logger.warning(
+                "MuseTalk runs on the CPU here: full-size weights render far below real "
+                "time (seconds per frame), so speech will stall. Use a CUDA GPU, or "
+                "LIPSYNC_ENGINE=demo for the built-in avatar."
             )
         engine = _load_musetalk(weights, device, settings)
     except WeightsError as error:
@@ -104,6 +105,12 @@ def resolve_device(wanted: str) -> torch.device:
 def _load_musetalk(weights: MuseTalkWeights, device: torch.device, settings: Settings) -> LipSyncEngine:
     # Imported here: torch, diffusers and transformers take seconds to import, and a
     # server running `demo` never needs them.
+    from server.lipsync.musetalk.audio import WindowRule
     from server.lipsync.musetalk.engine import load_musetalk_engine
 
-    return load_musetalk_engine(weights, device, settings.avatars_dir / AVATAR_CACHE_SUBDIR / "musetalk")
+    return load_musetalk_engine(
+        weights,
+        device,
+        settings.avatars_dir / AVATAR_CACHE_SUBDIR / "musetalk",
+        WindowRule(settings.musetalk_audio_window),
+    )

@@ -86,13 +86,17 @@ def test_a_cuda_device_without_cuda_is_explained(tiny_models: Path, tmp_path: Pa
     )
 
 
-def test_auto_keeps_demo_on_a_machine_without_cuda_unless_told(tiny_models: Path, tmp_path: Path) -> None:
+def test_auto_takes_complete_weights_even_without_cuda_and_warns(
+    tiny_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    choice = select_engine(settings_for(tiny_models, tmp_path, LIPSYNC_DEVICE=""))
-    assert choice.engine.name == "demo"
-    assert "there is no CUDA device, and on a CPU MuseTalk takes seconds per frame" in choice.reason
-    assert select_engine(settings_for(tiny_models, tmp_path, LIPSYNC_DEVICE="cpu")).engine.name == "musetalk"
+    with caplog.at_level("WARNING", logger="server.lipsync.selection"):
+        choice = select_engine(settings_for(tiny_models, tmp_path, LIPSYNC_DEVICE=""))
+    assert choice.engine.name == "musetalk"
+    assert "on cpu (float32)" in choice.reason
+    assert "MuseTalk runs on the CPU here" in caplog.text
+    assert "LIPSYNC_ENGINE=demo" in caplog.text
 
 
 def test_the_selection_is_logged_with_its_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

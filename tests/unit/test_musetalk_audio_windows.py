@@ -16,6 +16,7 @@ import torch
 from server.lipsync.musetalk.audio import (
     FRAME_TOKENS,
     WINDOW_FEATURES,
+    WindowRule,
     feature_count,
     feature_window,
     musetalk_frame_count,
@@ -73,7 +74,31 @@ def test_frame_and_feature_counts_follow_musetalk(samples: int, fps: int, frames
     ],
 )
 def test_window_of_each_frame_matches_hand_computed_cases(fps: int, frame: int, first: int) -> None:
-    assert feature_window(frame, fps) == range(first, first + WINDOW_FEATURES)
+    assert feature_window(frame, fps, WindowRule.MUSETALK) == range(first, first + WINDOW_FEATURES)
+
+
+@pytest.mark.parametrize(
+    ("fps", "frame", "first"),
+    [
+        # 25 fps: the same as MuseTalk's realtime rule.
+        (25, 0, -4),
+        (25, 1, -2),
+        (25, 749, 1494),
+        # 10 fps: frame i's audio is features 5i .. 5i+4; 4 before its first, 6 from it.
+        (10, 0, -4),
+        (10, 1, 1),
+        (10, 9, 41),
+        # 30 fps: floor(i * 5 / 3) - 4.
+        (30, 1, -3),
+        (30, 3, 1),
+        # 24 fps: floor(i * 2.0833) - 4.
+        (24, 0, -4),
+        (24, 1, -2),
+        (24, 23, 43),
+    ],
+)
+def test_centred_window_keeps_the_training_shape_at_every_rate(fps: int, frame: int, first: int) -> None:
+    assert feature_window(frame, fps, WindowRule.CENTRED) == range(first, first + WINDOW_FEATURES)
 
 
 def test_a_window_is_ten_features_of_five_hidden_states() -> None:

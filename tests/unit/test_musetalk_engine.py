@@ -34,6 +34,7 @@ def loaded(engine: MuseTalkEngine) -> LoadedAvatar:
 def test_engine_runs_fp32_on_the_cpu_and_says_so(engine: MuseTalkEngine) -> None:
     assert engine.describe() == {
         "engine": "musetalk", "version": "1.5", "device": "cpu", "dtype": "float32", "max_batch": 4,
+        "audio_window": "centred",
     }
 
 

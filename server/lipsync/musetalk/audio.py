@@ -8,7 +8,10 @@ As MuseTalk's `musetalk/utils/audio_processor.py` computes them:
    one after the final layer norm) give 1500 x 5 x 384 features: 50 per second;
 2. features past the end of the audio are dropped; video frame i at `fps` sees the 10
    features starting at `floor(i * 50 / fps) - ceil(50 / fps) * 2` (zeros outside the
-   audio), i.e. 2 video frames of context on each side at 25 fps;
+   audio), i.e. 2 video frames of context on each side at 25 fps, the only rate MuseTalk
+   was trained at. At other rates that window is off the frame (at 10 fps it is the
+   200 ms before it), so by default the window keeps its 25 fps shape at every rate:
+   `floor(i * 50 / fps) - 4`, centred on the frame as in training (`WindowRule`);
 3. those 10 x 5 features become 50 tokens (time-major: token t * 5 + l) and MuseTalk's
    sinusoidal positional encoding is added: the UNet's [50, 384] cross-attention input.
 
@@ -18,6 +21,7 @@ features the whole utterance would: chunk edges change nothing.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import weakref
@@ -72,20 +76,35 @@ def musetalk_frame_count(samples_16k: int, fps: float) -> int:
     return math.floor(samples_16k / WHISPER_SAMPLE_RATE * fps)
 
 
-def window_start(frame: int, fps: float) -> int:
+class WindowRule(enum.Enum):
+    """Where each video frame's 10-feature window starts (MUSETALK_AUDIO_WINDOW)."""
+
+    CENTRED = "centred"
+    """4 features (two 25 fps frames) before the frame's first feature, at every fps."""
+    MUSETALK = "musetalk"
+    """`ceil(50 / fps) * 2` features before it: MuseTalk's realtime inference exactly."""
+
+
+TRAINING_FEATURES_PER_FRAME = 2
+"""Features per video frame at 25 fps, the rate MuseTalk was trained at."""
+
+
+def window_start(frame: int, fps: float, rule: WindowRule) -> int:
     """First feature (of the unpadded sequence, may be negative) video frame `frame` sees.
 
     MuseTalk pads `ceil(50 / fps) * 2` zero features in front and takes 10 from
     `floor(frame * 50 / fps)` of the padded sequence. It truncates fps to an integer
-    first; session frame rates are integers, so that changes nothing here.
+    first; session frame rates are integers, so that changes nothing here. The centred
+    rule pads 4 whatever the rate; at 25 fps the two are the same.
     """
     step = FEATURE_RATE / fps  # features per video frame, a Python float as in MuseTalk
-    return math.floor(frame * step) - math.ceil(step) * CONTEXT_BEFORE
+    before = math.ceil(step) if rule is WindowRule.MUSETALK else TRAINING_FEATURES_PER_FRAME
+    return math.floor(frame * step) - before * CONTEXT_BEFORE
 
 
-def feature_window(frame: int, fps: float) -> range:
+def feature_window(frame: int, fps: float, rule: WindowRule) -> range:
     """The features video frame `frame` sees (indices outside the audio read as zeros)."""
-    start = window_start(frame, fps)
+    start = window_start(frame, fps, rule)
     return range(start, start + WINDOW_FEATURES)
 
 
@@ -179,15 +198,16 @@ class AudioFeatures:
     is garbage collected, so whisper runs once per 30 s of speech however small the chunks.
     """
 
-    def __init__(self, encoder: AudioEncoder) -> None:
+    def __init__(self, encoder: AudioEncoder, rule: WindowRule = WindowRule.CENTRED) -> None:
         self.encoder = encoder
+        self.rule = rule
         self.positional = positional_encoding().to(encoder.device, encoder.dtype)  # [50, 384]
         self._utterances: dict[int, tuple[weakref.ref[np.ndarray], UtteranceAudio]] = {}
 
     def frame_features(self, samples_48k: np.ndarray, fps: float, frames: range) -> torch.Tensor:
         """UNet cross-attention inputs of video frames `frames`: [F, 50, 384]."""
         utterance = self.utterance(samples_48k)
-        starts = torch.tensor([window_start(j, fps) for j in frames], dtype=torch.long)  # [F]
+        starts = torch.tensor([window_start(j, fps, self.rule) for j in frames], dtype=torch.long)  # [F]
         windows = utterance.windows(self.encoder, starts)  # [F, 10, 5, 384]
         tokens = windows.reshape(len(frames), FRAME_TOKENS, FEATURE_DIM)  # [F, 50, 384], token t*5 + l
         return tokens + self.positional

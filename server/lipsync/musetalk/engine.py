@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from server.lipsync.engine import Avatar, LipSyncEngine, LoadedAvatar, RenderRequest
-from server.lipsync.musetalk.audio import AudioFeatures
+from server.lipsync.musetalk.audio import AudioFeatures, WindowRule
 from server.lipsync.musetalk.avatar import MuseTalkAvatar, prepare_avatar
 from server.lipsync.musetalk.blending import paste_face
 from server.lipsync.musetalk.model import MuseTalkModel, load_model
@@ -37,10 +37,15 @@ class MuseTalkEngine(LipSyncEngine):
 
     name = "musetalk"
 
-    def __init__(self, model: MuseTalkModel, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: MuseTalkModel,
+        cache_dir: Path | None = None,
+        audio_window: WindowRule = WindowRule.CENTRED,
+    ) -> None:
         self.model = model
         self.cache_dir = cache_dir
-        self.audio = AudioFeatures(model.audio)
+        self.audio = AudioFeatures(model.audio, audio_window)
         self.default_max_batch = GPU_MAX_BATCH if model.device.type == "cuda" else CPU_MAX_BATCH
 
     def load_avatar(self, avatar: Avatar) -> LoadedAvatar:
@@ -80,11 +85,15 @@ class MuseTalkEngine(LipSyncEngine):
             "device": str(self.model.device),
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "max_batch": self.default_max_batch,
+            "audio_window": self.audio.rule.value,
         }
 
 
 def load_musetalk_engine(
-    weights: MuseTalkWeights, device: torch.device | str, cache_dir: Path | None = None
+    weights: MuseTalkWeights,
+    device: torch.device | str,
+    cache_dir: Path | None = None,
+    audio_window: WindowRule = WindowRule.CENTRED,
 ) -> MuseTalkEngine:
     """The engine with `weights` loaded on `device`; `WeightsError` names unusable files."""
-    return MuseTalkEngine(load_model(weights, device), cache_dir)
+    return MuseTalkEngine(load_model(weights, device), cache_dir, audio_window)
