@@ -6,8 +6,9 @@ import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
+from server.api.dependencies import ServerDep
 from server.api.errors import ApiError
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
@@ -31,13 +32,6 @@ from server.sessions.session import Session, SessionParams
 router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
 
 AUDIO_FIELD = "audio_file"
-
-
-def get_server(request: Request) -> AvatarServer:
-    return request.app.state.server
-
-
-ServerDep = Annotated[AvatarServer, Depends(get_server)]
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired session."}}
 
