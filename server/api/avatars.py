@@ -17,7 +17,7 @@ from server.api.schemas import (
     PreparationJobInfo,
     PreparedAvatarInfo,
 )
-from server.api.uploads import UploadError, save_upload
+from server.api.uploads import FILE_PROPERTY, UploadError, multipart_body, save_upload
 from server.avatars.face_box import parse_box
 from server.avatars.jobs import JobState, PreparationJob
 from server.avatars.preparation import PreparationRequest
@@ -38,25 +38,15 @@ NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such avatar, nor a
     "",
     status_code=202,
     response_model=AvatarInfo,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": [VIDEO_FIELD, "avatar_id"],
-                        "properties": {
-                            VIDEO_FIELD: {"type": "string", "format": "binary"},
-                            "avatar_id": {"type": "string", "pattern": ID_PATTERN},
-                            "force": {"type": "boolean", "description": "replace an existing avatar"},
-                            "bbox": {"type": "string", "description": "x1,y1,x2,y2: every frame's face box"},
-                        },
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=multipart_body(
+        {
+            VIDEO_FIELD: FILE_PROPERTY,
+            "avatar_id": {"type": "string", "pattern": ID_PATTERN},
+            "force": {"type": "boolean", "description": "replace an existing avatar"},
+            "bbox": {"type": "string", "description": "x1,y1,x2,y2: every frame's face box"},
+        },
+        required=[VIDEO_FIELD, "avatar_id"],
+    ),
     responses={
         400: {"model": ErrorResponse, "description": "Unreadable video or malformed form."},
         403: {"model": ErrorResponse, "description": "The built-in avatar's id."},

@@ -24,7 +24,7 @@ from server.api.schemas import (
     SessionInfo,
     StreamAccepted,
 )
-from server.api.uploads import UploadError, read_upload
+from server.api.uploads import FILE_PROPERTY, UploadError, multipart_body, read_upload
 from server.core import AvatarServer
 from server.media.audio_input import AudioInputError, decode_audio
 from server.sessions.session import Session, SessionParams
@@ -106,20 +106,7 @@ async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) 
 @router.post(
     "/{session_id}/stream",
     response_model=StreamAccepted,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": [AUDIO_FIELD],
-                        "properties": {AUDIO_FIELD: {"type": "string", "format": "binary"}},
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=multipart_body({AUDIO_FIELD: FILE_PROPERTY}, required=[AUDIO_FIELD]),
     responses={
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},

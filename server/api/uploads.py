@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
@@ -77,6 +78,16 @@ async def save_upload(
             os.unlink(name)
             raise
         return SavedUpload(Path(name), upload.filename, digest.hexdigest(), fields)
+
+
+def multipart_body(properties: dict[str, dict[str, str]], required: list[str]) -> dict[str, Any]:
+    """The OpenAPI description of a multipart form request (its body is read by hand here,
+    so FastAPI cannot derive it); for a route's `openapi_extra`."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+FILE_PROPERTY = {"type": "string", "format": "binary"}
 
 
 def _too_large(max_bytes: int) -> UploadError:
