@@ -74,10 +74,14 @@ async def prepare_avatar(request: Request, response: Response, server: ServerDep
         if not avatar_id:
             raise ApiError(422, "The form has no field 'avatar_id'; name the avatar there.")
         preparation = PreparationRequest(
-            saved.path, avatar_id, _box(saved.fields.get("bbox")), _flag(saved.fields.get("force", "")),
-            saved.filename,
+            saved.path,
+            avatar_id,
+            bbox=_box(saved.fields.get("bbox")),
+            force=_flag(saved.fields.get("force", "")),
+            source_name=saved.filename,
+            sha256=saved.sha256,
         )
-        await server.preparations.submit(preparation, saved.sha256)
+        await server.preparations.submit(preparation)
     except BaseException:
         saved.path.unlink(missing_ok=True)
         raise

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from server.avatars.errors import AvatarError, AvatarInUseError
 from server.avatars.landmarks import LandmarksUnavailableError
-from server.avatars.preparation import Preparation, PreparationRequest, Preparer
+from server.avatars.preparation import Preparation, PreparationRequest, Preparer, file_sha256
 from server.avatars.store import check_new_avatar_id
 from server.avatars.video import probe_video
 
@@ -81,8 +81,8 @@ class PreparationJobs:
     def jobs(self) -> list[PreparationJob]:
         return list(self._jobs.values())
 
-    async def submit(self, request: PreparationRequest, sha256: str) -> PreparationJob:
-        """Queue a preparation of the video `request.video` (whose hash is `sha256`).
+    async def submit(self, request: PreparationRequest) -> PreparationJob:
+        """Queue a preparation of the video `request.video` (hashed: `request.sha256`).
 
         What can be known before the work starts is checked first, so that the caller gets
         its answer at once: the id (422, 403), another job on it (409), the video's
@@ -101,6 +101,7 @@ class PreparationJobs:
         self._jobs[request.avatar_id] = job  # holds the id while the checks await
         try:
             await asyncio.to_thread(probe_video, request.video, self._preparer.limits)
+            sha256 = request.sha256 or await asyncio.to_thread(file_sha256, request.video)
             self._preparer.check_replaceable(request.avatar_id, sha256, request.force)
         except BaseException:
             del self._jobs[request.avatar_id]

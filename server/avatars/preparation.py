@@ -58,6 +58,8 @@ class PreparationRequest:
     """Prepare even when the avatar exists (from this video or another)."""
     source_name: str | None = None
     """The video's name as the user knows it (an upload's file name), for the metadata."""
+    sha256: str | None = None
+    """The video's sha256, when the caller hashed it already (while receiving an upload)."""
     extra_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -156,7 +158,7 @@ class Preparer:
         """
         started = time.monotonic()
         report = progress or (lambda share: None)
-        sha256 = file_sha256(request.video)
+        sha256 = request.sha256 or file_sha256(request.video)
         existing = self.check_replaceable(request.avatar_id, sha256, request.force)
         info = probe_video(request.video, self.limits)
         recipe = self.recipe(request.bbox)

@@ -161,13 +161,24 @@ class LosslessVideoWriter:
         self._container.close()
 
 
-def read_lossless_video(path: Path, grey: bool = False) -> np.ndarray:
-    """All pictures of a file written by `LosslessVideoWriter`: [N, H, W, 3] or [N, H, W]."""
+def read_lossless_video(path: Path, count: int, grey: bool = False) -> np.ndarray:
+    """The `count` pictures of a file written by `LosslessVideoWriter`: [N, H, W, 3] or
+    [N, H, W]. Raises `AvatarFormatError` when it holds another number."""
+    pictures: np.ndarray | None = None
+    decoded = 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        pictures = [f.to_ndarray(format="gray" if grey else "rgb24") for f in container.decode(stream)]
-    return np.stack(pictures)
+        for decoded, frame in enumerate(container.decode(stream), start=1):
+            picture = frame.to_ndarray(format="gray" if grey else "rgb24")
+            if pictures is None:  # filled in place: no second copy of a large avatar
+                pictures = np.empty((count, *picture.shape), np.uint8)
+            if decoded > count:
+                break
+            pictures[decoded - 1] = picture
+    if pictures is None or decoded != count:
+        raise AvatarFormatError(f"{path} holds {decoded} pictures, not {count}: prepare the avatar again")
+    return pictures
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -262,13 +273,11 @@ def read_metadata(directory: Path) -> dict[str, Any]:
 def load_prepared(directory: Path) -> PreparedAvatar:
     """The avatar stored in `directory`, all in memory (slow for long videos: a thread's job)."""
     metadata = read_metadata(directory)
-    frames = read_lossless_video(directory / FRAMES_FILE)
     count = int(metadata["frame_count"])
-    crops = read_lossless_video(directory / CROPS_FILE)
-    masks = read_lossless_video(directory / MASKS_FILE, grey=True)
+    frames = read_lossless_video(directory / FRAMES_FILE, count)
+    crops = read_lossless_video(directory / CROPS_FILE, count)
+    masks = read_lossless_video(directory / MASKS_FILE, count, grey=True)
     landmarks = np.load(directory / LANDMARKS_FILE)
-    if not len(frames) == len(crops) == len(masks) == len(landmarks) == count:
-        raise AvatarFormatError(f"{directory} is incomplete: its files disagree on the frame count")
     return PreparedAvatar(
         avatar_id=metadata["avatar_id"],
         frames=frames,

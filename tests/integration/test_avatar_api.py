@@ -33,7 +33,9 @@ def avatars_dir(http: httpx.AsyncClient) -> Path:
     return http.app.state.server.settings.avatars_dir
 
 
-async def upload(http: httpx.AsyncClient, video: Path | bytes, avatar_id: str = "alice", **fields: str) -> httpx.Response:
+async def upload(
+    http: httpx.AsyncClient, video: Path | bytes, avatar_id: str = "alice", **fields: str
+) -> httpx.Response:
     data = video.read_bytes() if isinstance(video, Path) else video
     return await http.post(
         "/avatars",
@@ -42,7 +44,9 @@ async def upload(http: httpx.AsyncClient, video: Path | bytes, avatar_id: str = 
     )
 
 
-async def until_finished(http: httpx.AsyncClient, avatar_id: str, timeout: float = 60) -> tuple[dict[str, Any], list[float]]:
+async def until_finished(
+    http: httpx.AsyncClient, avatar_id: str, timeout: float = 60
+) -> tuple[dict[str, Any], list[float]]:
     """The avatar once ready or failed, and every progress figure seen on the way."""
     seen = []
     loop = asyncio.get_running_loop()
@@ -92,7 +96,9 @@ async def test_an_upload_is_prepared_in_the_background_listed_used_and_deleted(
     assert builtin.status_code == 403 and "built-in" in builtin.json()["detail"]
 
 
-async def test_two_sessions_on_one_avatar_share_one_copy_in_memory(http: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_two_sessions_on_one_avatar_share_one_copy_in_memory(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
     server = http.app.state.server
     video = face_video(tmp_path / "bob.mp4", 1.2, size=256)
     await asyncio.to_thread(server.preparer.prepare, PreparationRequest(video, "bob"))
@@ -112,7 +118,9 @@ async def test_two_sessions_on_one_avatar_share_one_copy_in_memory(http: httpx.A
     assert server.sessions.get(later).avatar is first
 
 
-async def test_bad_videos_and_forms_are_refused_with_the_reason(http: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_bad_videos_and_forms_are_refused_with_the_reason(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
     face = face_video(tmp_path / "face.mp4", 1.2, size=256)
     cases = [
         (400, "could not be read as a video", {"video": b"not a video at all " * 100}),
@@ -170,7 +178,9 @@ async def test_with_several_faces_the_largest_is_used_and_the_avatar_says_so(
     assert all(x2 < 340 for _, _, x2, _ in boxes)  # the large face on the left
 
 
-async def test_the_same_video_again_is_a_no_op_another_needs_force(http: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_the_same_video_again_is_a_no_op_another_needs_force(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
     video = face_video(tmp_path / "alice.mp4", 1.2, size=256)
     assert (await upload(http, video)).status_code == 202
     busy = await upload(http, video)

@@ -86,7 +86,9 @@ def test_dwpose_landmarks_come_from_its_face_keypoints(faces: MediaPipeFaces, tm
     np.testing.assert_array_equal(found.landmarks, points)
 
 
-def test_with_several_faces_dwpose_gives_way_to_the_chosen_faces_mesh(faces: MediaPipeFaces, tmp_path: Path) -> None:
+def test_with_several_faces_dwpose_gives_way_to_the_chosen_faces_mesh(
+    faces: MediaPipeFaces, tmp_path: Path
+) -> None:
     dwpose = DWPoseLandmarks(tiny_dwpose_model(tmp_path))
     frame = np.full((512, 512, 3), 70, np.uint8)
     frame[:300, :300] = cv2.resize(draw_face(0), (300, 300), interpolation=cv2.INTER_AREA)
