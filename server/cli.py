@@ -36,7 +36,6 @@ def _prepare_avatar(args: argparse.Namespace) -> int:
 
     from server.avatars.errors import AvatarError
     from server.avatars.face_box import parse_box
-    from server.avatars.landmarks import LandmarksUnavailableError
     from server.avatars.preparation import PreparationRequest, Preparer
     from server.avatars.store import check_new_avatar_id
 
@@ -60,9 +59,9 @@ def _prepare_avatar(args: argparse.Namespace) -> int:
                 raise AvatarError(f"There is no file {args.video}.", 400)
             check_new_avatar_id(args.avatar_id)
             result = Preparer.from_settings(settings).prepare(request, progress)
-        except (AvatarError, LandmarksUnavailableError) as error:
+        except AvatarError as error:
             bar.close()
-            print(f"avatar-server: {getattr(error, 'message', error)}", file=sys.stderr)
+            print(f"avatar-server: {error.message}", file=sys.stderr)
             return 1
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

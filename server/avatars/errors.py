@@ -44,6 +44,12 @@ class AvatarInUseError(AvatarError):
     status = 409
 
 
+class LandmarksUnavailableError(AvatarError):
+    """No face detector can run here; the message says how to get one."""
+
+    status = 503
+
+
 class BuiltInAvatarError(AvatarError):
     """The built-in avatar cannot be replaced or removed."""
 

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from server.avatars.errors import AvatarError, AvatarInUseError
-from server.avatars.landmarks import LandmarksUnavailableError
 from server.avatars.preparation import Preparation, PreparationRequest, Preparer, file_sha256
 from server.avatars.store import check_new_avatar_id
 from server.avatars.video import probe_video
@@ -136,17 +135,13 @@ class PreparationJobs:
             future = loop.run_in_executor(self._executor, self._prepare, job)
             job.result = await asyncio.shield(future)
             job.state, job.progress = JobState.DONE, 1.0
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, PreparationCancelled):
             job.cancelled.set()
-            with contextlib.suppress(Exception, PreparationCancelled):
-                await future
-            self._fail(job, 503, "The server shut down before the preparation finished.")
-        except PreparationCancelled:
+            with contextlib.suppress(Exception):
+                await future  # until the preparation has removed what it wrote
             self._fail(job, 503, "The server shut down before the preparation finished.")
         except AvatarError as error:
             self._fail(job, error.status, error.message)
-        except LandmarksUnavailableError as error:
-            self._fail(job, 503, str(error))
         except Exception:
             logger.exception("preparing avatar %s failed", job.avatar_id)
             self._fail(job, 500, "The preparation failed unexpectedly; the server log has the details.")

@@ -24,9 +24,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from server.avatars.errors import LandmarksUnavailableError
 from server.avatars.face_box import LANDMARK_COUNT
 
 logger = logging.getLogger(__name__)
+
+# Where an avatar's landmarks came from, as its metadata says.
+DWPOSE_SOURCE = "dwpose"
+MESH_SOURCE = "mediapipe-face-mesh"
 
 DWPOSE_DIR = "dwpose"
 DWPOSE_MODEL = "dw-ll_ucoco_384.onnx"
@@ -62,10 +67,6 @@ INSTALL_HINT = (
     "install the mediapipe version pinned in pyproject.toml ([tool.avatar-server]) without its "
     "dependencies, as scripts/setup.sh does, or give the face box (--bbox, or the form field bbox)"
 )
-
-
-class LandmarksUnavailableError(RuntimeError):
-    """No face detector can run here; the message says how to get one."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,6 @@ def decode_simcc(
 class DWPoseLandmarks:
     """DWPose-l (RTMPose, COCO-WholeBody) through onnxruntime; face points only."""
 
-    name = "dwpose"
-
     def __init__(self, path: Path) -> None:
         import onnxruntime
 
@@ -180,8 +179,6 @@ def _import_mediapipe() -> Any:
 
 class MediaPipeFaces:
     """mediapipe's face detector and face mesh (weights inside the wheel, CPU)."""
-
-    name = "mediapipe-face-mesh"
 
     def __init__(self) -> None:
         mediapipe = _import_mediapipe()
@@ -242,11 +239,6 @@ class FaceLandmarker:
     def __init__(self, faces: MediaPipeFaces, dwpose: DWPoseLandmarks | None) -> None:
         self._faces = faces
         self._dwpose = dwpose
-
-    @property
-    def source(self) -> str:
-        """Where the landmarks come from, for the avatar's metadata and the log."""
-        return self._dwpose.name if self._dwpose is not None else self._faces.name
 
     def __call__(self, frame: np.ndarray) -> FrameFaces:
         detections = self._faces.detect(frame)

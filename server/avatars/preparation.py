@@ -30,7 +30,13 @@ from server.avatars import face_box, masks
 from server.avatars.errors import AvatarExistsError, VideoError
 from server.avatars.face_box import Box, clamp_box, crop_face, landmark_box, with_margin
 from server.avatars.face_parsing import face_parsing_weights, open_face_parser
-from server.avatars.landmarks import FrameFaces, dwpose_model_path, open_landmarker
+from server.avatars.landmarks import (
+    DWPOSE_SOURCE,
+    MESH_SOURCE,
+    FrameFaces,
+    dwpose_model_path,
+    open_landmarker,
+)
 from server.avatars.storage import AvatarFormatError, AvatarWriter, new_metadata, read_metadata, staged
 from server.avatars.video import VideoInfo, VideoLimits, probe_video, read_frames
 from server.settings import Settings
@@ -119,7 +125,7 @@ class Preparer:
         if bbox is not None:
             landmarks = "bbox"
         else:
-            landmarks = "dwpose" if dwpose_model_path(self.models_dir).is_file() else "mediapipe-face-mesh"
+            landmarks = DWPOSE_SOURCE if dwpose_model_path(self.models_dir).is_file() else MESH_SOURCE
         return {
             "landmarks": landmarks,
             "bbox": list(bbox) if bbox is not None else None,

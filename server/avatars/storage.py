@@ -59,8 +59,10 @@ UPLOAD_PREFIX = f"{STAGING_PREFIX}upload-"
 TRASH_PREFIX = ".trash-"
 LEFTOVER_SECONDS = 3600.0
 LATENTS_KEY = "preparation_id"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-+]{1,64}$")
-"""Avatar ids, engine names and engine versions: safe as file names."""
+# Names that become file names: no path separators, and no leading dot (hidden names are
+# the staging folders'). Engine versions may also hold '+' ("1.5+sd-vae-ft-mse").
+AVATAR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
+LATENTS_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-+]{0,63}$")
 # FFV1 is lossless and fast; bgr0 is the packed RGB layout it encodes (rgb24 it cannot).
 LOSSLESS_CODEC = "ffv1"
 RGB_PIXEL_FORMAT = "bgr0"
@@ -70,9 +72,19 @@ class AvatarFormatError(ValueError):
     """A folder that is not a complete prepared avatar of this format version."""
 
 
-def check_name(kind: str, name: str) -> str:
-    if not NAME_PATTERN.match(name) or name in (".", ".."):
-        raise ValueError(f"{kind} {name!r} must be 1-64 letters, digits, '_', '.', '-' or '+'")
+def check_avatar_id(avatar_id: str) -> str:
+    if not AVATAR_ID_PATTERN.match(avatar_id):
+        raise ValueError(
+            f"avatar id {avatar_id!r} must be 1-64 letters, digits, '_', '-' or '.', not starting with '.'"
+        )
+    return avatar_id
+
+
+def check_latents_name(kind: str, name: str) -> str:
+    if not LATENTS_NAME_PATTERN.match(name):
+        raise ValueError(
+            f"{kind} {name!r} must be 1-64 letters, digits, '_', '-', '.' or '+', not starting with '.'"
+        )
     return name
 
 
@@ -101,8 +113,8 @@ class PreparedAvatar(Avatar):
         return box, self.masks[index, :side, :side]
 
     def latents_path(self, engine: str, version: str) -> Path:
-        check_name("engine", engine)
-        check_name("engine version", version)
+        check_latents_name("engine", engine)
+        check_latents_name("engine version", version)
         return self.directory / LATENTS_DIR / engine / f"{version}.npz"
 
     def read_latents(self, engine: str, version: str) -> dict[str, np.ndarray] | None:
@@ -199,7 +211,7 @@ class AvatarWriter:
     _writers: dict[str, LosslessVideoWriter] = field(init=False)
 
     def __post_init__(self) -> None:
-        check_name("avatar id", self.avatar_id)
+        check_avatar_id(self.avatar_id)
         self.avatars_dir.mkdir(parents=True, exist_ok=True)
         prefix = f"{STAGING_PREFIX}{self.avatar_id}-"
         self.staging = Path(tempfile.mkdtemp(prefix=prefix, dir=self.avatars_dir))
@@ -305,7 +317,7 @@ def prepared_ids(avatars_dir: Path) -> list[str]:
 
 def remove_prepared(avatars_dir: Path, avatar_id: str) -> None:
     """Delete an avatar folder: renamed away first, so it vanishes at once and whole."""
-    target = avatars_dir / check_name("avatar id", avatar_id)
+    target = avatars_dir / check_avatar_id(avatar_id)
     trash = avatars_dir / f"{TRASH_PREFIX}{avatar_id}-{uuid.uuid4().hex[:8]}"
     target.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)

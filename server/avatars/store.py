@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.avatars.demo import prepare_demo
-from server.avatars.errors import AvatarError, AvatarInUseError, AvatarNotFoundError, BuiltInAvatarError
-from server.avatars.landmarks import LandmarksUnavailableError
+from server.avatars.errors import (
+    AvatarError,
+    AvatarInUseError,
+    AvatarNotFoundError,
+    BuiltInAvatarError,
+    LandmarksUnavailableError,
+)
 from server.avatars.preparation import Preparer
 from server.avatars.storage import (
     AvatarFormatError,
-    check_name,
+    check_avatar_id,
     load_prepared,
     prepared_ids,
     read_metadata,
@@ -31,7 +36,7 @@ BUILT_IN_AVATARS = (DEMO_AVATAR_ID,)
 def check_new_avatar_id(avatar_id: str) -> None:
     """Refuse an id a new avatar cannot have: 422 malformed, 403 the built-in's."""
     try:
-        check_name("avatar_id", avatar_id)
+        check_avatar_id(avatar_id)
     except ValueError as error:
         raise AvatarError(f"Invalid avatar id: {error}.", 422) from None
     if avatar_id in BUILT_IN_AVATARS:

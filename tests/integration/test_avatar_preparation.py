@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +245,14 @@ async def test_the_demo_avatar_is_prepared_once_then_loaded(tmp_path: Path) -> N
     assert info["built_in"] and info["prepared"]["frame_count"] == 50
     again = json.loads((tmp_path / "avatars" / "demo" / "avatar.json").read_text())
     assert again["preparation_id"] == metadata["preparation_id"]  # loaded, not prepared again
+
+
+async def test_without_a_face_detector_the_demo_avatar_is_used_as_drawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # as if it were not installed
+    async with running_app(make_settings(avatars_dir=tmp_path / "avatars")) as http:
+        response = await http.post("/webrtc/sessions/create")
+        assert response.status_code == 200, response.text
+    assert "the demo avatar is used as drawn, unprepared" in caplog.text
+    assert not (tmp_path / "avatars" / "demo").exists()

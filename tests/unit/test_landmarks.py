@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
+from server.avatars.errors import LandmarksUnavailableError
 from server.avatars.face_box import landmark_box, with_margin
 from server.avatars.landmarks import (
     DWPoseLandmarks,
     FaceLandmarker,
     MediaPipeFaces,
     decode_simcc,
+    open_landmarker,
     pose_affine,
 )
 from server.lipsync.demo.face import draw_face, head_centre
@@ -96,3 +99,12 @@ def test_with_several_faces_dwpose_gives_way_to_the_chosen_faces_mesh(
     found = FaceLandmarker(faces, dwpose)(frame)
     assert found.faces == 2
     assert found.landmarks[:, 0].max() < 300  # the mesh of the large face, not the stand-in's
+
+
+def test_without_mediapipe_the_refusal_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # as if it were not installed
+    with pytest.raises(LandmarksUnavailableError, match="without its dependencies, as scripts/setup.sh"):
+        with open_landmarker(tmp_path):
+            pass
