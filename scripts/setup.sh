@@ -45,5 +45,10 @@ if ! up_to_date "$STAMP" && ! { [ -z "${EXTRAS:-}" ] && up_to_date "$VENV/.avata
   install_torch
   log "installing avatar-server${EXTRAS:+ with [$EXTRAS]}"
   "${PIP[@]}" install --quiet -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  # Packages whose declared dependencies must not be installed (pyproject.toml says why).
+  # pip then reports those dependencies as missing after later installs: that is expected.
+  read -r -a without_deps <<< "$("$VENV/bin/python" -c 'import sys, tomllib
+print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["tool"]["avatar-server"]["install-without-dependencies"]))' "$ROOT/pyproject.toml")"
+  "${PIP[@]}" install --quiet --no-deps "${without_deps[@]}"
   echo "$wanted" > "$STAMP"
 fi

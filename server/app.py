@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from server.api import pages, sessions
+from server.api import avatars, pages, sessions
 from server.api.errors import install_error_handlers
 from server.core import AvatarServer
 from server.settings import Settings
@@ -35,6 +35,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     )
     install_error_handlers(app)
     app.include_router(sessions.router)
+    app.include_router(avatars.router)
     app.include_router(pages.router)
     app.mount("/player/assets", StaticFiles(directory=pages.PLAYER_DIR), name="player-assets")
     return app

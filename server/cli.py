@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from server.settings import Settings, SettingsError
 
@@ -32,6 +33,58 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_avatar(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from server.avatars.errors import AvatarError
+    from server.avatars.face_box import parse_box
+    from server.avatars.preparation import PreparationRequest, Preparer
+    from server.avatars.store import check_new_avatar_id
+
+    try:
+        settings = Settings.from_env()
+        bbox = parse_box(args.bbox) if args.bbox else None
+    except (SettingsError, ValueError) as error:
+        print(f"avatar-server: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=(args.log_level or "warning").upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    request = PreparationRequest(args.video, args.avatar_id, bbox, args.force, args.video.name)
+    with tqdm(total=100, unit="%", desc=f"preparing {args.avatar_id}", bar_format=PROGRESS_BAR) as bar:
+
+        def progress(share: float) -> None:
+            bar.update(round(100 * share) - bar.n)
+
+        try:
+            if not args.video.is_file():
+                raise AvatarError(f"There is no file {args.video}.", 400)
+            check_new_avatar_id(args.avatar_id)
+            result = Preparer.from_settings(settings).prepare(request, progress)
+        except AvatarError as error:
+            bar.close()
+            print(f"avatar-server: {error.message}", file=sys.stderr)
+            return 1
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if result.reused:
+        print(
+            f"Avatar {result.avatar_id} is already prepared from this video in {result.directory}; "
+            "nothing to do (--force prepares it again)."
+        )
+    else:
+        seconds_of_video = result.frame_count / result.fps
+        print(
+            f"Avatar {result.avatar_id} prepared in {result.directory}: {result.frame_count} frames "
+            f"({seconds_of_video:.1f} s) in {result.seconds:.1f} s "
+            f"({result.seconds / seconds_of_video:.2f} s per second of video)."
+        )
+    return 0
+
+
+PROGRESS_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avatar-server", description="Stream a lip-synced talking avatar over WebRTC."
@@ -42,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--log-level", default=None, help="debug, info, warning (LOG_LEVEL)")
     serve.set_defaults(run=_serve)
+
+    prepare = commands.add_parser(
+        "prepare-avatar",
+        help="prepare an avatar from a video of a person (5-60 s, looking at the camera)",
+        description="Prepare an avatar from a video into AVATARS_DIR; sessions can use it at once.",
+    )
+    prepare.add_argument("video", type=Path, help="the video file (mp4, mov, webm, mkv...)")
+    prepare.add_argument("--avatar-id", required=True, help="the avatar's name: letters, digits, _ . -")
+    prepare.add_argument(
+        "--bbox", metavar="X1,Y1,X2,Y2",
+        help="the face box (pixels) for every frame, instead of finding the face",
+    )
+    prepare.add_argument(
+        "--force", action="store_true",
+        help="prepare again even if the avatar exists (from this video or another)",
+    )
+    prepare.add_argument("--log-level", default=None, help="debug, info, warning (default)")
+    prepare.set_defaults(run=_prepare_avatar)
     return parser
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from server.lipsync.avatars import AvatarStore
+from server.avatars.jobs import PreparationJobs
+from server.avatars.preparation import Preparer
+from server.avatars.storage import remove_leftovers
+from server.avatars.store import AvatarStore
 from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
 from server.sessions.registry import SessionRegistry
@@ -22,12 +25,18 @@ class AvatarServer:
         self.engine = self.choice.engine
         logger.info("lip-sync engine: %s (%s)", self.engine.name, self.choice.reason)
         self.worker = LipSyncWorker(self.engine, settings.lipsync_max_batch)
-        self.avatars = AvatarStore(self.worker)
+        self.preparer = Preparer.from_settings(settings)
+        self.avatars = AvatarStore(self.worker, self.preparer)
+        self.preparations = PreparationJobs(self.preparer)
         self.sessions = SessionRegistry(settings, self.worker, self.avatars)
 
     async def start(self) -> None:
+        folder = self.settings.avatars_dir
+        for name in remove_leftovers(folder):
+            logger.info("removed %s, left in %s by an interrupted preparation", name, folder)
         self.sessions.start()
 
     async def close(self) -> None:
         await self.sessions.close_all()
+        await self.preparations.close()
         self.worker.close()

@@ -75,6 +75,16 @@ class Settings:
     avatars_dir: Path = _env("AVATARS_DIR", default=Path("avatars"))
     """Prepared avatars; engines cache what they compute for an avatar under its `.cache/`."""
 
+    # Avatar preparation (README, "Avatars")
+    avatar_max_upload_bytes: int = _env("AVATAR_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
+    avatar_min_video_seconds: float = _env("AVATAR_MIN_VIDEO_SECONDS", default=5.0)
+    """Shorter videos are refused: their idle loop repeats visibly. 0 accepts any length."""
+    avatar_max_video_seconds: float = _env("AVATAR_MAX_VIDEO_SECONDS", default=60.0)
+    avatar_max_frame_side: int = _env("AVATAR_MAX_FRAME_SIDE", default=1920)
+    """Longest side of a video frame, in pixels (every frame is kept in memory)."""
+    avatar_max_faceless_share: float = _env("AVATAR_MAX_FACELESS_SHARE", default=0.1)
+    """Share of frames allowed without a detected face; they borrow a neighbour's box."""
+
     log_level: str = _env("LOG_LEVEL", default="info")
 
     def __post_init__(self) -> None:
@@ -92,12 +102,20 @@ class Settings:
         ):
             if not 0 <= getattr(self, name) <= 5:
                 problems.append(f"{_env_name(name)} must be between 0 and 5 seconds")
-        for name in ("max_sessions", "max_upload_bytes"):
+        for name in (
+            "max_sessions", "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side"
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{_env_name(name)} must be at least 1")
-        for name in ("session_idle_ttl_seconds", "max_audio_seconds"):
+        for name in ("session_idle_ttl_seconds", "max_audio_seconds", "avatar_max_video_seconds"):
             if getattr(self, name) <= 0:
                 problems.append(f"{_env_name(name)} must be positive")
+        if not 0 <= self.avatar_min_video_seconds <= self.avatar_max_video_seconds:
+            problems.append(
+                "AVATAR_MIN_VIDEO_SECONDS must be between 0 and AVATAR_MAX_VIDEO_SECONDS"
+            )
+        if not 0 <= self.avatar_max_faceless_share < 1:
+            problems.append("AVATAR_MAX_FACELESS_SHARE must be at least 0 and below 1")
         if self.session_reconnect_grace_seconds < 0:
             problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
         if self.lipsync_max_batch < 0:

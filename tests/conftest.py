@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,8 +23,22 @@ TEST_ENVIRONMENT = {
 }
 
 
+# One AVATARS_DIR for the whole run, so the demo avatar is prepared once, not per test;
+# an empty MODELS_DIR, so weights on this machine change nothing.
+TEST_ROOT = Path(tempfile.mkdtemp(prefix="avatar-server-tests-"))
+SHARED_AVATARS_DIR = TEST_ROOT / "avatars"
+EMPTY_MODELS_DIR = TEST_ROOT / "models"
+
+
 def make_settings(**overrides: object) -> Settings:
-    return Settings.from_env(TEST_ENVIRONMENT, **overrides)
+    defaults = {"avatars_dir": SHARED_AVATARS_DIR, "models_dir": EMPTY_MODELS_DIR}
+    return Settings.from_env(TEST_ENVIRONMENT, **{**defaults, **overrides})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_root() -> Iterator[None]:
+    yield
+    shutil.rmtree(TEST_ROOT, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.lipsync.avatars import AvatarNotFoundError
+from server.avatars.errors import AvatarError, AvatarNotFoundError
 from server.lipsync.worker import WorkerClosedError
 from server.media.rtc import CandidateError
 from server.sessions.session import SessionError
@@ -52,9 +52,11 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
         return _error(error.status, error.message, headers, **error.extra)
 
-    @app.exception_handler(AvatarNotFoundError)
-    async def avatar_not_found(_: Request, error: AvatarNotFoundError) -> JSONResponse:
-        return _error(404, str(error), available_avatars=error.available)
+    @app.exception_handler(AvatarError)
+    async def avatar_error(_: Request, error: AvatarError) -> JSONResponse:
+        if isinstance(error, AvatarNotFoundError):
+            return _error(error.status, error.message, available_avatars=error.available)
+        return _error(error.status, error.message)
 
     @app.exception_handler(CandidateError)
     async def bad_candidate(_: Request, error: CandidateError) -> JSONResponse:

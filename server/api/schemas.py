@@ -137,3 +137,53 @@ class Health(BaseModel):
     max_sessions: int
     avatars: list[str]
     worker: dict[str, float | int]
+
+
+class PreparedAvatarInfo(BaseModel):
+    """What is stored for a prepared avatar (avatar.json, in short)."""
+
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    duration_seconds: float
+    source_name: str | None
+    source_sha256: str
+    prepared_at: str
+    landmarks: str = Field(description="dwpose, mediapipe-face-mesh or bbox.")
+    face_parsing: str = Field(description="bisenet:<weights hash>, or feathered without the weights.")
+    warnings: list[str]
+    latents: list[str] = Field(description="engine/version of the latents engines stored so far.")
+
+
+class PreparationJobInfo(BaseModel):
+    state: Literal["queued", "running", "done", "failed"]
+    progress: float = Field(ge=0, le=1)
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    error_status: int | None = Field(description="The HTTP status of the failure, when it failed.")
+    error: str | None
+    reused: bool | None = Field(description="True when the avatar was already prepared from this video.")
+
+
+class AvatarInfo(BaseModel):
+    avatar_id: str
+    state: Literal["queued", "running", "ready", "failed"]
+    progress: float = Field(ge=0, le=1)
+    built_in: bool
+    sessions: int = Field(description="Sessions using the avatar now.")
+    error: str | None = Field(default=None, description="Why the latest preparation failed.")
+    job: PreparationJobInfo | None = Field(description="The latest preparation started over HTTP.")
+    prepared: PreparedAvatarInfo | None = Field(
+        description="The stored avatar; also after a failed new preparation, which left it as it was."
+    )
+
+
+class AvatarList(BaseModel):
+    avatars: list[AvatarInfo]
+
+
+class AvatarDeleted(BaseModel):
+    avatar_id: str
+    state: Literal["deleted"] = "deleted"

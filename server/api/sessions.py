@@ -6,8 +6,9 @@ import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
+from server.api.dependencies import ServerDep
 from server.api.errors import ApiError
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
@@ -23,7 +24,7 @@ from server.api.schemas import (
     SessionInfo,
     StreamAccepted,
 )
-from server.api.uploads import UploadError, read_upload
+from server.api.uploads import FILE_PROPERTY, UploadError, multipart_body, read_upload
 from server.core import AvatarServer
 from server.media.audio_input import AudioInputError, decode_audio
 from server.sessions.session import Session, SessionParams
@@ -31,13 +32,6 @@ from server.sessions.session import Session, SessionParams
 router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
 
 AUDIO_FIELD = "audio_file"
-
-
-def get_server(request: Request) -> AvatarServer:
-    return request.app.state.server
-
-
-ServerDep = Annotated[AvatarServer, Depends(get_server)]
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired session."}}
 
@@ -112,20 +106,7 @@ async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) 
 @router.post(
     "/{session_id}/stream",
     response_model=StreamAccepted,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": [AUDIO_FIELD],
-                        "properties": {AUDIO_FIELD: {"type": "string", "format": "binary"}},
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=multipart_body({AUDIO_FIELD: FILE_PROPERTY}, required=[AUDIO_FIELD]),
     responses={
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},

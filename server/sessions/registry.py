@@ -6,7 +6,7 @@ import asyncio
 import logging
 from contextlib import suppress
 
-from server.lipsync.avatars import AvatarStore
+from server.avatars.store import AvatarStore
 from server.lipsync.worker import LipSyncWorker
 from server.sessions.session import Session, SessionError, SessionParams
 from server.settings import Settings

@@ -64,3 +64,13 @@ def test_numbers_and_lists_are_parsed() -> None:
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value})
+
+
+def test_avatar_limits_are_read_and_checked() -> None:
+    settings = Settings.from_env({"AVATAR_MIN_VIDEO_SECONDS": "0", "AVATAR_MAX_FRAME_SIDE": "1280"})
+    assert (settings.avatar_min_video_seconds, settings.avatar_max_frame_side) == (0.0, 1280)
+    assert settings.avatar_max_video_seconds == 60.0 and settings.avatar_max_faceless_share == 0.1
+    with pytest.raises(SettingsError, match="AVATAR_MIN_VIDEO_SECONDS must be between 0 and AVATAR_MAX"):
+        Settings.from_env({"AVATAR_MIN_VIDEO_SECONDS": "90"})
+    with pytest.raises(SettingsError, match="AVATAR_MAX_FACELESS_SHARE"):
+        Settings.from_env({"AVATAR_MAX_FACELESS_SHARE": "1"})

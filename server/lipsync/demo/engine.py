@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.lipsync.demo.face import HEAD_RADII, draw_mouth, mouth_centre_in_box
+from server.lipsync.demo.face import draw_mouth, face_scale, mouth_centre_in_box
 from server.lipsync.engine import Avatar, LipSyncEngine, LoadedAvatar, RenderRequest
 from server.media.clock import AUDIO_SAMPLE_RATE
 
@@ -35,9 +35,9 @@ class DemoEngine(LipSyncEngine):
 
     def load_avatar(self, avatar: Avatar) -> LoadedAvatar:
         boxes = avatar.face_boxes.astype(np.float64)
-        heights = boxes[:, 3] - boxes[:, 1]
+        scales = np.array([face_scale(box) for box in boxes])
         mouths = np.array([mouth_centre_in_box(box) for box in boxes])
-        return LoadedAvatar(avatar, DemoAvatarState(heights / (2 * HEAD_RADII[1]), mouths))
+        return LoadedAvatar(avatar, DemoAvatarState(scales, mouths))
 
     def audio_features(self, samples: np.ndarray, fps: float, frames: range) -> list[float]:
         openings = []

@@ -22,6 +22,10 @@ EYE_RADII = (26.0, 14.0)
 MOUTH_OFFSET_Y = 92.0
 MOUTH_HALF_WIDTH = 46.0
 BLINK_FRAMES = {20: 0.55, 21: 1.0, 22: 1.0, 23: 0.55}
+# The face box MuseTalk's recipe gives the drawn face (measured on its prepared frames),
+# relative to the head centre: jaw to jaw, from as far above the nose ridge as the chin is
+# below it, down to 10 px past the chin. x1, y1, x2, y2.
+FACE_BOX = (-138.0, -156.0, 138.0, 180.0)
 
 BACKGROUND_TOP = np.array([58, 74, 104], np.float32)
 BACKGROUND_BOTTOM = np.array([24, 30, 46], np.float32)
@@ -80,11 +84,19 @@ def head_centre(index: int) -> tuple[float, float]:
     )
 
 
+def face_scale(box: np.ndarray) -> float:
+    """Size of a face drawn like the demo one, relative to it, from its face box's width.
+
+    The width, not the height: the box's upper edge depends on the nose-ridge landmark,
+    which wanders on a drawn face (it jumps during a blink); the jaw line does not.
+    """
+    return float(box[2] - box[0]) / (FACE_BOX[2] - FACE_BOX[0])
+
+
 def mouth_centre_in_box(box: np.ndarray) -> tuple[float, float]:
     """Where the mouth is within a face box, for faces drawn like the demo one."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    fraction = (HEAD_RADII[1] + MOUTH_OFFSET_Y) / (2 * HEAD_RADII[1])
-    return (x1 + x2) / 2, y1 + (y2 - y1) * fraction
+    x1, _, x2, y2 = (float(v) for v in box)
+    return (x1 + x2) / 2, y2 - (FACE_BOX[3] - MOUTH_OFFSET_Y) * face_scale(box)
 
 
 def draw_mouth(canvas: np.ndarray, centre: tuple[float, float], scale: float, opening: float) -> None:
@@ -150,8 +162,7 @@ def draw_face(index: int, opening: float = 0.0) -> np.ndarray:
 
 def face_box(index: int) -> np.ndarray:
     cx, cy = head_centre(index)
-    rx, ry = HEAD_RADII
-    return np.array([cx - rx, cy - ry, cx + rx, cy + ry]).round().astype(np.int64)
+    return (np.array([cx, cy, cx, cy]) + np.array(FACE_BOX)).round().astype(np.int64)
 
 
 def build_demo_avatar() -> Avatar:

@@ -1,0 +1,56 @@
+"""Why an avatar cannot be prepared, found or removed: each with its HTTP status."""
+
+from __future__ import annotations
+
+
+class AvatarError(Exception):
+    """A refusal; `status` is the HTTP status and `message` a sentence the user can act on."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class VideoError(AvatarError):
+    """A video that cannot become an avatar: 400 unreadable, 413 too long or large, 415 no
+    video stream, 422 too short or without a usable face."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message, status)
+
+
+class AvatarNotFoundError(AvatarError, LookupError):
+    status = 404
+
+    def __init__(self, avatar_id: str, available: list[str]) -> None:
+        super().__init__(
+            f"Unknown avatar {avatar_id!r}; available: {', '.join(available) or 'none'}."
+        )
+        self.avatar_id = avatar_id
+        self.available = available
+
+
+class AvatarExistsError(AvatarError):
+    """The id is taken by an avatar prepared from another video."""
+
+    status = 409
+
+
+class AvatarInUseError(AvatarError):
+    status = 409
+
+
+class LandmarksUnavailableError(AvatarError):
+    """No face detector can run here; the message says how to get one."""
+
+    status = 503
+
+
+class BuiltInAvatarError(AvatarError):
+    """The built-in avatar cannot be replaced or removed."""
+
+    status = 403

@@ -1,0 +1,77 @@
+"""Blending masks as MuseTalk 1.5 makes them: the square, the jaw region, the blur."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.avatars.face_parsing import LOWER_LIP, NOSE, SKIN, UPPER_LIP
+from server.avatars.masks import (
+    blend_mask,
+    blur_kernel_size,
+    cheek_mask,
+    crop_padded,
+    jaw_kernel,
+    jaw_region,
+    mask_box,
+)
+
+
+def test_mask_square_is_one_and_a_half_times_the_larger_side_around_the_box() -> None:
+    # Centre (200, 225); larger side 210 -> 105 * 1.5 = 157.5 -> 157 each way.
+    assert mask_box((100, 120, 300, 330)) == (43, 68, 357, 382)
+
+
+def test_blur_kernel_is_odd_and_a_tenth_of_the_square() -> None:
+    assert blur_kernel_size(314) == 31  # 31.4 // 2 = 15, * 2 = 30, + 1
+    assert blur_kernel_size(100) == 11
+    assert blur_kernel_size(99) == 9  # 9.9 // 2 = 4
+
+
+def test_jaw_kernel_is_a_cone_on_a_tail() -> None:
+    kernel = jaw_kernel()
+    assert kernel.shape == (33, 33) and kernel.sum() == 373
+    assert kernel[:10].sum() == 0
+    assert kernel[10].nonzero()[0].tolist() == [16]
+    assert kernel[20].nonzero()[0].tolist() == list(range(6, 27))
+    assert all(kernel[row].nonzero()[0].tolist() == list(range(6, 27)) for row in range(21, 33))
+
+
+def test_cheek_bands_leave_the_middle_free() -> None:
+    mask = cheek_mask()
+    assert (mask[:, :167] == 255).all() and (mask[:, 346:] == 255).all()
+    assert (mask[:, 167:346] == 0).all()
+
+
+def test_jaw_region_grows_skin_up_keeps_lips_drops_the_nose_and_trims_cheeks() -> None:
+    labels = np.zeros((512, 512), np.uint8)
+    labels[250:351, 200:311] = SKIN  # in the middle band
+    labels[260:281, 240:271] = NOSE
+    labels[400:411, 230:281] = UPPER_LIP
+    labels[411:421, 230:281] = LOWER_LIP
+    labels[250:351, 20:101] = SKIN  # on a cheek band
+    region = jaw_region(labels)
+    middle = region[:, 255]
+    assert middle[234:260].min() == 255 and middle[233] == 0  # 16 rows grown upwards
+    assert middle[281:357].min() == 255 and middle[357] == 0  # 6 rows downwards
+    assert region[260:281, 240:271].max() == 0  # the nose stays
+    assert region[400:421, 230:281].min() == 255  # lips always change
+    # On the cheek the grown skin is eroded back sideways by twice 17 pixels.
+    assert region[300, 30] == 0 and region[300, 60] == 255 and region[300, 95] == 0
+
+
+def test_crop_padded_is_black_off_the_frame() -> None:
+    frame = np.full((10, 10), 7, np.uint8)
+    crop = crop_padded(frame, (-2, -3, 5, 4))
+    assert crop.shape == (7, 7)
+    assert (crop[:3] == 0).all() and (crop[:, :2] == 0).all() and (crop[3:, 2:] == 7).all()
+
+
+def test_feathered_mask_covers_the_lower_face_only() -> None:
+    frame = np.zeros((200, 200, 3), np.uint8)
+    face_box = (60, 40, 140, 160)
+    mask, square = blend_mask(frame, face_box, parser=None)
+    # Centre (100, 100), larger side 120 -> 60 * 1.5 = 90 each way.
+    assert square == (10, 10, 190, 190) and mask.shape == (180, 180)
+    assert mask[:80].max() == 0  # the upper half, beyond the blur's reach
+    assert mask[130, 90] == 255  # the chin, frame (100, 140)
+    assert mask[:, :40].max() == 0 and mask[:, 141:].max() == 0  # beside the face box
