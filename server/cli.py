@@ -67,6 +67,7 @@ def _prepare_avatar(args: argparse.Namespace) -> int:
             return 1
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    print(_store_latents(settings, result.directory))
     if result.reused:
         print(
             f"Avatar {result.avatar_id} is already prepared from this video in {result.directory}; "
@@ -80,6 +81,30 @@ def _prepare_avatar(args: argparse.Namespace) -> int:
             f"({result.seconds / seconds_of_video:.2f} s per second of video)."
         )
     return 0
+
+
+def _store_latents(settings: Settings, directory: Path) -> str:
+    """Encode a prepared avatar's latents with MuseTalk's VAE when its weights are here."""
+    from server.avatars.storage import load_prepared
+    from server.lipsync.musetalk.avatar import prepared_latents
+    from server.lipsync.musetalk.model import dtype_for
+    from server.lipsync.musetalk.vae import load_face_encoder
+    from server.lipsync.musetalk.weights import WeightsError, locate_weights
+    from server.lipsync.selection import EngineUnavailableError, resolve_device
+
+    weights = locate_weights(settings.models_dir, settings.musetalk_version)
+    if weights.problems("vae"):
+        return (
+            f"Latents: not computed (no usable VAE in {weights.vae_dir}); the musetalk engine "
+            "computes them when it first loads the avatar."
+        )
+    try:
+        device = resolve_device(settings.lipsync_device)
+        encoder = load_face_encoder(weights, device, dtype_for(device))
+        latents = prepared_latents(load_prepared(directory), encoder)
+    except (WeightsError, EngineUnavailableError) as error:
+        return f"Latents: not computed ({error})."
+    return f"Latents: {len(latents)} frames encoded with {weights.vae_dir} on {device}."
 
 
 PROGRESS_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left"

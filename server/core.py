@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from server.avatars.jobs import PreparationJobs
-from server.avatars.preparation import Preparer
-from server.avatars.storage import remove_leftovers
+from server.avatars.preparation import Preparation, Preparer
+from server.avatars.storage import load_prepared, remove_leftovers
 from server.avatars.store import AvatarStore
 from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
@@ -27,7 +28,7 @@ class AvatarServer:
         self.worker = LipSyncWorker(self.engine, settings.lipsync_max_batch)
         self.preparer = Preparer.from_settings(settings)
         self.avatars = AvatarStore(self.worker, self.preparer)
-        self.preparations = PreparationJobs(self.preparer)
+        self.preparations = PreparationJobs(self.preparer, self._precompute)
         self.sessions = SessionRegistry(settings, self.worker, self.avatars)
 
     async def start(self) -> None:
@@ -35,6 +36,12 @@ class AvatarServer:
         for name in remove_leftovers(folder):
             logger.info("removed %s, left in %s by an interrupted preparation", name, folder)
         self.sessions.start()
+
+    async def _precompute(self, preparation: Preparation) -> None:
+        """Let the engine compute what a new avatar needs (MuseTalk's latents) right away,
+        so that its first session starts without that wait."""
+        avatar = await asyncio.to_thread(load_prepared, preparation.directory)
+        await self.worker.call(self.engine.precompute, avatar)
 
     async def close(self) -> None:
         await self.sessions.close_all()

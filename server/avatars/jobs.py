@@ -8,6 +8,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -17,6 +18,9 @@ from server.avatars.store import check_new_avatar_id
 from server.avatars.video import probe_video
 
 logger = logging.getLogger(__name__)
+
+Finisher = Callable[[Preparation], Awaitable[None]]
+"""Work after a preparation, before its job is done (the engine's precomputation)."""
 
 FINISHED_JOBS_KEPT = 100
 """Finished jobs remembered (for GET /avatars/{id}) before the oldest are forgotten."""
@@ -67,8 +71,9 @@ class PreparationJobs:
     A job owns its uploaded video file and removes it when it ends, however it ends.
     """
 
-    def __init__(self, preparer: Preparer) -> None:
+    def __init__(self, preparer: Preparer, finish: Finisher | None = None) -> None:
         self._preparer = preparer
+        self._finish = finish
         self._jobs: dict[str, PreparationJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avatar-preparation")
@@ -134,6 +139,8 @@ class PreparationJobs:
             # The executor's single thread runs one preparation at a time, in submission order.
             future = loop.run_in_executor(self._executor, self._prepare, job)
             job.result = await asyncio.shield(future)
+            if self._finish is not None:
+                await self._finish(job.result)
             job.state, job.progress = JobState.DONE, 1.0
         except (asyncio.CancelledError, PreparationCancelled):
             job.cancelled.set()

@@ -8,8 +8,10 @@ the video is:
 2. pictures: each frame, its 256 x 256 face crop and its blending mask (`masks`), written
    losslessly into a staging folder that is renamed into place at the end (`storage`).
 
-The VAE latents of the crops are not computed here: the model engine computes them on the
-avatar's first load and stores them next to the rest (`PreparedAvatar.write_latents`).
+The VAE latents of the crops belong to the model engine and are not computed here: the
+CLI and the upload jobs have the engine encode them right after (when its weights are
+there), or the engine does on the avatar's first load; either way they are stored next to
+the rest (`PreparedAvatar.write_latents`).
 The ping-pong cycle is not stored either: it is the frame order every avatar's `cycle` gives.
 """
 

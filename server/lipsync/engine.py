@@ -88,6 +88,10 @@ class LipSyncEngine(abc.ABC):
     def render(self, batch: Sequence[RenderRequest]) -> list[np.ndarray]:
         """Full video frames ([H, W, 3] uint8 RGB), one per request, in order."""
 
+    def precompute(self, avatar: Avatar) -> None:
+        """Compute and store what rendering a freshly prepared avatar needs, before its
+        first session (MuseTalk: the VAE latents); nothing by default."""
+
     def describe(self) -> dict[str, Any]:
         """Facts for logs and the health endpoint."""
         return {"engine": self.name}

@@ -199,3 +199,19 @@ async def test_the_same_video_again_is_a_no_op_another_needs_force(
     assert (await upload(http, other, force="true")).status_code == 202
     replaced, _ = await until_finished(http, "alice")
     assert replaced["state"] == "ready" and replaced["prepared"]["frame_count"] == 40
+
+
+async def test_with_musetalk_an_upload_gets_its_latents_before_it_is_ready(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        avatars_dir=tmp_path / "avatars", models_dir=tiny_models, lipsync_engine="musetalk",
+        lipsync_device="cpu", **LIMITS,
+    )
+    async with running_app(settings) as client:
+        response = await upload(client, face_video(tmp_path / "alice.mp4", 1.2, size=256))
+        assert response.status_code == 202, response.text
+        info, _ = await until_finished(client, "alice")
+        assert info["state"] == "ready", info
+        [latents] = info["prepared"]["latents"]
+        assert latents.startswith("musetalk/vae-")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -14,9 +15,16 @@ import pytest
 from server.avatars.errors import VideoError
 from server.avatars.face_box import crop_face
 from server.avatars.preparation import PreparationRequest, Preparer, file_sha256
-from server.avatars.storage import FORMAT_VERSION, load_prepared, prepared_ids, read_lossless_video
+from server.avatars.storage import (
+    FORMAT_VERSION,
+    load_prepared,
+    prepared_ids,
+    read_lossless_video,
+    stored_latents,
+)
 from server.avatars.video import VideoLimits, read_frames
 from server.cli import main
+from server.lipsync.musetalk.tiny_weights import write_tiny_weights
 from server.lipsync.demo.face import DEMO_AVATAR_ID
 from tests.audio_files import encode, speech_like
 from tests.avatar_files import (
@@ -34,15 +42,17 @@ VIDEO_SECONDS = 2.0  # 50 frames at 25 fps
 OPEN_MOUTH = 0.08
 CLOSED_MOUTH = 0.03
 FILES = {"avatar.json", "frames.mkv", "crops.mkv", "masks.mkv", "landmarks.npy"}
+LATENTS = "latents"  # written by the CLI when MuseTalk's VAE is in MODELS_DIR
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """An avatar prepared by the CLI from a video of the drawn face, with tiny random
-    face-parsing weights: (AVATARS_DIR, MODELS_DIR, what the CLI printed)."""
+    face-parsing and MuseTalk weights: (AVATARS_DIR, MODELS_DIR, what the CLI printed)."""
     root = tmp_path_factory.mktemp("prepared")
     avatars, models = root / "avatars", root / "models"
     tiny_face_parsing_weights(models)
+    write_tiny_weights(models, versions=("1.5",))
     video = face_video(root / "person.mp4", VIDEO_SECONDS)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AVATARS_DIR", str(avatars))
@@ -92,10 +102,55 @@ async def test_an_avatar_prepared_from_a_video_speaks_in_a_session(prepared: tup
     assert min(mouths) < CLOSED_MOUTH and max(mouths) > OPEN_MOUTH
 
 
+@pytest.mark.webrtc
+async def test_a_prepared_avatar_speaks_with_musetalk_from_its_stored_latents(tmp_path: Path) -> None:
+    # No face-parsing weights: the feathered lower-face masks show the generated face
+    # (tiny random parsing weights would mark no face to blend at all).
+    avatars, models = tmp_path / "avatars", tmp_path / "models"
+    write_tiny_weights(models, versions=("1.5",))
+    video = face_video(tmp_path / "person.mp4", 1.2)
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(printed):
+        env.setenv("AVATARS_DIR", str(avatars))
+        env.setenv("MODELS_DIR", str(models))
+        env.setenv("AVATAR_MIN_VIDEO_SECONDS", "1")
+        assert main(["prepare-avatar", str(video), "--avatar-id", AVATAR_ID]) == 0
+    assert "Latents: 30 frames encoded" in printed.getvalue()
+    folder = avatars / AVATAR_ID
+    [latents_file] = (folder / LATENTS).glob("*/*.npz")
+    written = latents_file.stat().st_mtime_ns
+    settings = make_settings(
+        avatars_dir=avatars, models_dir=models, lipsync_engine="musetalk", lipsync_device="cpu"
+    )
+    async with running_app(settings) as http:
+        session = (await http.post("/webrtc/sessions/create", params={"avatar_id": AVATAR_ID})).json()
+        peer = ClientPeer(http, session["session_id"], keep_images=True)
+        try:
+            await peer.connect()
+            await asyncio.sleep(1.0)
+            idle = len(peer.received.video)
+            response = await http.post(
+                f"/webrtc/sessions/{session['session_id']}/stream",
+                files={"audio_file": ("s.wav", encode(speech_like(1.6), "wav"), "audio/wav")},
+            )
+            assert response.status_code == 200, response.text
+            await peer.wait_for_event("speaking_ended", timeout=60)
+        finally:
+            await peer.close()
+    assert latents_file.stat().st_mtime_ns == written  # read back, not encoded again
+    # Random weights: the regenerated lower face matches none of the avatar's own frames.
+    frames = load_prepared(folder).frames[:, 300:400, 180:330].astype(np.float32)
+    distances = [
+        float(np.abs(frames - v.image[300:400, 180:330]).mean(axis=(1, 2, 3)).min())
+        for v in peer.received.video
+    ]
+    assert max(distances[:idle]) < 6 and max(distances[idle:]) > 15, distances
+
+
 def test_the_prepared_files_match_the_format(prepared: tuple[Path, Path, str]) -> None:
     avatars, _, _ = prepared
     folder = avatars / AVATAR_ID
-    assert {p.name for p in folder.iterdir()} == FILES
+    assert {p.name for p in folder.iterdir()} == FILES | {LATENTS}
     assert prepared_ids(avatars) == [AVATAR_ID]
     assert [p.name for p in avatars.iterdir()] == [AVATAR_ID]  # no staging folder left
 
@@ -128,6 +183,10 @@ def test_the_prepared_files_match_the_format(prepared: tuple[Path, Path, str]) -
         side = square[2] - square[0]
         assert mask.shape == (side, side) and mask[: side // 3].max() == 0
     assert avatar.read_latents("musetalk", "v15") is None
+    [stored] = stored_latents(folder)
+    assert stored.startswith("musetalk/vae-")
+    latents = avatar.read_latents(*stored.split("/"))["latents"]
+    assert latents.shape == (50, 8, 32, 32) and latents.dtype == np.float32
 
 
 def test_latents_are_stored_per_engine_version_and_dropped_with_a_new_preparation(

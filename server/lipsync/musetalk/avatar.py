@@ -7,10 +7,16 @@ As MuseTalk's realtime `Avatar.prepare_material` does for every frame:
 - the 256 x 256 crop of that box encoded by the VAE into the UNet's 8 latent channels;
 - the blend mask of the box (see `blending`).
 
-Computing latents takes the VAE a while (minutes for a long video on a CPU), so they are
-cached on disk under the cache directory, one file per avatar, named after everything
-they depend on: the frames, the boxes, the MuseTalk version and the VAE's files. A
-changed avatar or VAE simply gets a new file.
+A prepared avatar (`server.avatars`) brings its boxes (margin included), 256 x 256 crops
+and face-parsing masks; its latents are stored in its own folder, keyed by the VAE, the
+first time it is loaded (or by `prepare-avatar` when the weights are there). For other
+avatars (the drawn face when it could not be prepared) the boxes get the margin here, the
+mask is the lower half of the ellipse in the box, and latents and masks are cached under
+the cache directory, one file per avatar, named after everything they depend on: the
+frames, the boxes, the MuseTalk version and the VAE's files.
+
+Computing latents takes the VAE a while (minutes for a long video on a CPU): both stores
+make it a one-time cost.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,17 +32,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from server.avatars.storage import PreparedAvatar
 from server.lipsync.engine import Avatar
 from server.lipsync.musetalk.blending import Box, blend_mask, clip_box, ellipse_face, mask_square
 from server.lipsync.musetalk.model import MuseTalkModel
-from server.lipsync.musetalk.vae import FACE_SIZE, encode_faces
+from server.lipsync.musetalk.vae import ENCODE_BATCH, FACE_SIZE, FaceEncoder, encode_faces
 
 logger = logging.getLogger(__name__)
 
 CHIN_MARGIN = {"1.5": 10, "1.0": 0}
 """Pixels added below each face box (realtime_inference.py's extra_margin, 1.5 only)."""
-ENCODE_BATCH = 8
-"""Face crops per VAE encoder call while preparing an avatar."""
 CACHE_FORMAT = 1
 """Bump when the content or the meaning of cache files changes."""
 
@@ -76,8 +82,56 @@ def face_crops(frames: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
     return torch.cat(crops).clamp(0, 1)  # [B, 3, 256, 256]
 
 
+LATENTS_ENGINE = "musetalk"
+"""Under this name prepared avatars store the latents (`PreparedAvatar.write_latents`)."""
+
+
 def prepare_avatar(avatar: Avatar, model: MuseTalkModel, cache_dir: Path | None = None) -> MuseTalkAvatar:
-    """Boxes, latents and masks of every frame of `avatar`; latents and masks cached in `cache_dir`."""
+    """Boxes, latents and masks of every frame of `avatar`, on the model's device."""
+    if isinstance(avatar, PreparedAvatar):
+        return from_prepared(avatar, model)
+    return from_face_boxes(avatar, model, cache_dir)
+
+
+def from_prepared(avatar: PreparedAvatar, model: MuseTalkModel) -> MuseTalkAvatar:
+    """A prepared avatar's boxes and parsing masks, and its stored (or new) latents."""
+    boxes = [tuple(int(v) for v in box) for box in avatar.face_boxes]
+    masks = []
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        square, mask = avatar.blend_mask(i)  # mask over the square, which may pass the frame
+        sx, sy = int(square[0]), int(square[1])
+        masks.append(torch.from_numpy(np.ascontiguousarray(mask[y1 - sy : y2 - sy, x1 - sx : x2 - sx])))
+    latents = prepared_latents(avatar, model.face_encoder())
+    frames = torch.from_numpy(np.ascontiguousarray(avatar.frames)).to(model.device)  # [N, H, W, 3]
+    return MuseTalkAvatar(
+        frames,
+        latents.to(model.device, model.dtype),
+        tuple(boxes),
+        tuple(mask.to(model.device) for mask in masks),
+    )
+
+
+def prepared_latents(avatar: PreparedAvatar, encoder: FaceEncoder) -> torch.Tensor:
+    """[N, 8, 32, 32] float32 latents of a prepared avatar's crops: read, or encoded and stored."""
+    stored = avatar.read_latents(LATENTS_ENGINE, encoder.latents_version)
+    if stored is not None and stored.get("latents", np.zeros(0)).shape[:1] == (len(avatar.crops),):
+        return torch.from_numpy(stored["latents"])
+    started = time.monotonic()
+    latents = encoder.encode(avatar.crops)
+    try:
+        path = avatar.write_latents(LATENTS_ENGINE, encoder.latents_version, {"latents": latents.numpy()})
+    except OSError as error:  # a read-only disk costs a recomputation next time, nothing more
+        logger.warning("could not store the latents of avatar %s: %s", avatar.avatar_id, error)
+    else:
+        logger.info(
+            "latents of avatar %s (%d frames) encoded in %.1f s, stored in %s",
+            avatar.avatar_id, len(latents), time.monotonic() - started, path,
+        )
+    return latents
+
+
+def from_face_boxes(avatar: Avatar, model: MuseTalkModel, cache_dir: Path | None) -> MuseTalkAvatar:
+    """Boxes (margin added), latents and ellipse masks; latents and masks cached in `cache_dir`."""
     width, height = avatar.size
     boxes = [generation_box(box, width, height, model.version) for box in avatar.face_boxes]
     frames = torch.from_numpy(np.ascontiguousarray(avatar.frames)).to(model.device)  # [N, H, W, 3]

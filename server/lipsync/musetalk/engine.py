@@ -21,7 +21,8 @@ import torch
 
 from server.lipsync.engine import Avatar, LipSyncEngine, LoadedAvatar, RenderRequest
 from server.lipsync.musetalk.audio import AudioFeatures, WindowRule
-from server.lipsync.musetalk.avatar import MuseTalkAvatar, prepare_avatar
+from server.avatars.storage import PreparedAvatar
+from server.lipsync.musetalk.avatar import MuseTalkAvatar, prepare_avatar, prepared_latents
 from server.lipsync.musetalk.blending import paste_face
 from server.lipsync.musetalk.model import MuseTalkModel, load_model
 from server.lipsync.musetalk.weights import MuseTalkWeights
@@ -50,6 +51,10 @@ class MuseTalkEngine(LipSyncEngine):
 
     def load_avatar(self, avatar: Avatar) -> LoadedAvatar:
         return LoadedAvatar(avatar, prepare_avatar(avatar, self.model, self.cache_dir))
+
+    def precompute(self, avatar: Avatar) -> None:
+        if isinstance(avatar, PreparedAvatar):
+            prepared_latents(avatar, self.model.face_encoder())
 
     @torch.inference_mode()
     def audio_features(self, samples: np.ndarray, fps: float, frames: range) -> list[torch.Tensor]:

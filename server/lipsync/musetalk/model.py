@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from server.lipsync.musetalk.audio import AudioEncoder, load_audio_encoder
 from server.lipsync.musetalk.unet import TIMESTEP, load_unet
-from server.lipsync.musetalk.vae import decode_faces, load_vae
+from server.lipsync.musetalk.vae import FaceEncoder, decode_faces, load_vae
 from server.lipsync.musetalk.weights import MuseTalkWeights
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ class MuseTalkModel:
     dtype: torch.dtype
     vae_fingerprint: str
     """Changes when the VAE's files do: part of the key of latents cached for avatars."""
+
+    def face_encoder(self) -> FaceEncoder:
+        return FaceEncoder(self.vae, self.device, self.vae_fingerprint)
 
     @torch.inference_mode()
     def generate(self, latents: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:

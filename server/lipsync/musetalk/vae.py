@@ -7,9 +7,12 @@ the UNet's 8 input channels are those two latents side by side (`musetalk/models
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
@@ -95,7 +98,40 @@ def encode_faces(vae: AutoencoderKL, faces: torch.Tensor) -> torch.Tensor:
     return torch.cat([masked_latents, reference_latents], dim=1)  # [B, 8, 32, 32]
 
 
+ENCODE_BATCH = 8
+"""Face crops per VAE encoder call while preparing an avatar."""
+
+
 def decode_faces(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Faces from UNet outputs: [B, 4, 32, 32] -> [B, 3, 256, 256] RGB in [0, 255], float."""
     images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample  # [B, 3, 256, 256]
     return ((images / 2 + 0.5).clamp(0, 1) * 255).float()
+
+
+@dataclass(frozen=True)
+class FaceEncoder:
+    """The VAE's encoder side: 256 x 256 face crops -> the UNet's 8 input latent channels."""
+
+    vae: AutoencoderKL
+    device: torch.device
+    vae_fingerprint: str
+
+    @property
+    def latents_version(self) -> str:
+        """Latents depend on the crops and the VAE only, not on MuseTalk 1.0 / 1.5."""
+        return "vae-" + hashlib.sha256(self.vae_fingerprint.encode()).hexdigest()[:16]
+
+    @torch.inference_mode()
+    def encode(self, crops: np.ndarray) -> torch.Tensor:
+        """[N, 256, 256, 3] uint8 RGB crops -> [N, 8, 32, 32] float32 latents on the CPU."""
+        latents = []
+        for start in range(0, len(crops), ENCODE_BATCH):
+            batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + ENCODE_BATCH]))
+            faces = batch.to(self.device).permute(0, 3, 1, 2).float() / 255  # [b, 3, 256, 256]
+            latents.append(encode_faces(self.vae, faces).float().cpu())  # [b, 8, 32, 32]
+        return torch.cat(latents)
+
+
+def load_face_encoder(weights: MuseTalkWeights, device: torch.device, dtype: torch.dtype) -> FaceEncoder:
+    """Only the VAE of `weights` (for `prepare-avatar`, which needs no UNet or whisper)."""
+    return FaceEncoder(load_vae(weights, device, dtype), device, weights.fingerprint("vae"))

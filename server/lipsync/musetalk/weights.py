@@ -175,10 +175,12 @@ class MuseTalkWeights:
     def whisper_dir(self) -> Path:
         return self.models_dir / "whisper"
 
-    def problems(self) -> list[WeightProblem]:
-        """Every missing or malformed file, found without loading any model."""
+    def problems(self, component: str | None = None) -> list[WeightProblem]:
+        """Every missing or malformed file (of `component`), found without loading any model."""
         problems = []
         for file in self.files:
+            if component is not None and file.component != component:
+                continue
             path = self.path(file)
             problem = check_file(path, file)
             if problem is not None:
