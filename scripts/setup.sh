@@ -6,6 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+# cuda, cpu, or auto: cuda where nvidia-smi sees a GPU (a Docker build sees none: it says cuda).
+TORCH_BUILD="${TORCH_BUILD:-auto}"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.avatar-server-installed-${EXTRAS:-base}"
 
@@ -26,11 +28,19 @@ install_torch() {
   if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     return
   fi
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  local build="$TORCH_BUILD"
+  if [ "$build" = auto ]; then
+    build=cpu
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then build=cuda; fi
+  fi
+  if [ "$build" = cuda ]; then
     log "installing torch $TORCH_VERSION (CUDA build)"
     "${PIP[@]}" install "torch==$TORCH_VERSION"
-  elif "${PIP[@]}" install --no-index "torch==$TORCH_VERSION" >/dev/null 2>&1; then
-    log "installed torch $TORCH_VERSION from a local wheel (CPU build)"
+  elif "${PIP[@]}" install --quiet --no-index --no-deps "torch==$TORCH_VERSION" >/dev/null 2>&1; then
+    # A CPU wheel in pip's find-links (this machine's configuration): torch came from it;
+    # its own dependencies come from the package index.
+    log "installed torch $TORCH_VERSION from a local wheel; installing its dependencies"
+    "${PIP[@]}" install --quiet "torch==$TORCH_VERSION"
   else
     log "installing torch $TORCH_VERSION (CPU build)"
     "${PIP[@]}" install "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
