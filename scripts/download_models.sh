@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Download MuseTalk's weights into models/ (or MODELS_DIR) and check that they load:
+# Download MuseTalk's weights, and the face-parsing and DWPose weights avatar preparation
+# uses, into models/ (or MODELS_DIR), and check that they load:
 #   ./scripts/download_models.sh [--version 1.5|1.0|all] [--force]
 # The files and their sources are listed in models/manifest.json: the HuggingFace
 # repositories MuseTalk's own download_weights.sh uses. Files already present are kept
@@ -15,7 +16,7 @@ VERSION=all
 FORCE=0
 
 log() { printf '\033[1m[models]\033[0m %s\n' "$*" >&2; }
-usage() { sed -n '2,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage() { sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,7 +36,7 @@ import sys
 
 manifest = json.load(open(sys.argv[1]))
 versions = list(manifest["versions"]) if sys.argv[2] == "all" else [sys.argv[2]]
-wanted = {"vae", "whisper"} | {manifest["versions"][v] for v in versions}
+wanted = {"vae", "whisper", *manifest["preparation"]} | {manifest["versions"][v] for v in versions}
 for entry in manifest["files"]:
     if entry["component"] in wanted:
         print(entry["path"], entry["repo"], entry["repo_path"])
@@ -60,8 +61,8 @@ while read -r path repo repo_path; do
   mv "$target.partial" "$target"
 done <<< "$entries"
 
-versions=(1.5 1.0)
-if [ "$VERSION" != all ]; then versions=("$VERSION"); fi
+versions=(--version 1.5 --version 1.0)
+if [ "$VERSION" != all ]; then versions=(--version "$VERSION"); fi
 log "checking: every network is loaded on the CPU (this needs the server's environment)"
 source "$ROOT/scripts/setup.sh"
-"$VENV/bin/python" -m server.lipsync.musetalk.weights check "$MODELS_DIR" "${versions[@]}"
+"$VENV/bin/avatar-server" check-models --models-dir "$MODELS_DIR" "${versions[@]}"

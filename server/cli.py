@@ -110,6 +110,23 @@ def _store_latents(settings: Settings, directory: Path) -> str:
 PROGRESS_BAR = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left"
 
 
+def _check_models(args: argparse.Namespace) -> int:
+    from server.avatars.preparation import check_preparation_weights
+    from server.lipsync.musetalk.weights import check_loads
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        models_dir = args.models_dir or Settings.from_env().models_dir
+    except SettingsError as error:
+        print(f"avatar-server: {error}", file=sys.stderr)
+        return 2
+    ok = check_loads(models_dir, args.version or ())
+    for usable, sentence in check_preparation_weights(models_dir):
+        print(sentence, file=sys.stdout if usable else sys.stderr)
+        ok = ok and usable
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avatar-server", description="Stream a lip-synced talking avatar over WebRTC."
@@ -138,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--log-level", default=None, help="debug, info, warning (default)")
     prepare.set_defaults(run=_prepare_avatar)
+    check = commands.add_parser(
+        "check-models",
+        help="load every weight file in MODELS_DIR on the CPU and say what is wrong",
+    )
+    check.add_argument("--models-dir", type=Path, default=None, help="default: MODELS_DIR or ./models")
+    check.add_argument(
+        "--version", action="append", choices=("1.5", "1.0"),
+        help="MuseTalk version to check (repeatable); default: those present",
+    )
+    check.set_defaults(run=_check_models)
     return parser
 
 

@@ -54,3 +54,9 @@ class BuiltInAvatarError(AvatarError):
     """The built-in avatar cannot be replaced or removed."""
 
     status = 403
+
+
+class WeightsUnusableError(AvatarError):
+    """A preparation weight file in MODELS_DIR is there but cannot be loaded."""
+
+    status = 500

@@ -183,7 +183,10 @@ def load_bisenet(path: Path, device: torch.device | str = "cpu") -> BiSeNet:
 
     Raises `ValueError` when the file is not such a checkpoint.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises assorted errors for a damaged or foreign file
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(error).__name__})") from None
     if not isinstance(state, Mapping) or "cp.resnet.conv1.weight" not in state:
         raise ValueError(f"{path} is not a BiSeNet face-parsing checkpoint (no cp.resnet.conv1.weight)")
     classes = int(state["conv_out.conv_out.weight"].shape[0])

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from server.avatars.errors import LandmarksUnavailableError
+from server.avatars.errors import LandmarksUnavailableError, WeightsUnusableError
 from server.avatars.face_box import LANDMARK_COUNT
 
 logger = logging.getLogger(__name__)
@@ -135,14 +135,18 @@ class DWPoseLandmarks:
     """DWPose-l (RTMPose, COCO-WholeBody) through onnxruntime; face points only."""
 
     def __init__(self, path: Path) -> None:
+        """Raises `ValueError` when `path` is not a usable ONNX model."""
         import onnxruntime
 
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in onnxruntime.get_available_providers()]
-        self._session = onnxruntime.InferenceSession(str(path), providers=providers)
-        self._input = self._session.get_inputs()[0].name
-        in_h, in_w = self._session.get_inputs()[0].shape[2:]
-        self.input_size = (int(in_w), int(in_h))
+        try:
+            self._session = onnxruntime.InferenceSession(str(path), providers=providers)
+            self._input = self._session.get_inputs()[0].name
+            in_h, in_w = self._session.get_inputs()[0].shape[2:]
+            self.input_size = (int(in_w), int(in_h))
+        except Exception as error:  # onnxruntime's own error types, or an unexpected input
+            raise ValueError(f"{path} is not a usable DWPose ONNX model ({error})") from None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """[68, 2] float32 landmarks of the person in the RGB frame."""
@@ -268,11 +272,18 @@ def _inside(point: np.ndarray, box: tuple[float, float, float, float]) -> bool:
 def open_landmarker(models_dir: Path) -> Iterator[FaceLandmarker]:
     """The landmarker for this machine: DWPose when its weights are there, else the mesh.
 
-    Raises `LandmarksUnavailableError` when mediapipe (the face detector) is missing.
+    Raises `LandmarksUnavailableError` when mediapipe (the face detector) is missing, and
+    `WeightsUnusableError` when the DWPose file is there but broken.
     """
     faces = MediaPipeFaces()
     path = dwpose_model_path(models_dir)
-    dwpose = DWPoseLandmarks(path) if path.is_file() else None
+    try:
+        dwpose = DWPoseLandmarks(path) if path.is_file() else None
+    except ValueError as error:
+        faces.close()
+        raise WeightsUnusableError(
+            f"{error}. Replace it (scripts/download_models.sh) or remove it to use mediapipe's face mesh."
+        ) from None
     landmarker = FaceLandmarker(faces, dwpose)
     try:
         yield landmarker

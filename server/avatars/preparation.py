@@ -30,12 +30,13 @@ import cv2
 import numpy as np
 
 from server.avatars import face_box, masks
-from server.avatars.errors import AvatarExistsError, VideoError
+from server.avatars.errors import AvatarExistsError, VideoError, WeightsUnusableError
 from server.avatars.face_box import Box, clamp_box, crop_face, landmark_box, with_margin
 from server.avatars.face_parsing import face_parsing_weights, open_face_parser
 from server.avatars.landmarks import (
     DWPOSE_SOURCE,
     MESH_SOURCE,
+    DWPoseLandmarks,
     FrameFaces,
     dwpose_model_path,
     open_landmarker,
@@ -87,6 +88,30 @@ class Preparation:
     seconds: float
     """Wall time the preparation took."""
     warnings: tuple[str, ...] = ()
+
+
+def check_preparation_weights(models_dir: Path) -> list[tuple[bool, str]]:
+    """(usable, sentence) for each optional preparation weight file in `models_dir`."""
+    report = []
+    parsing = face_parsing_weights(models_dir)
+    if not parsing.is_file():
+        report.append((True, f"face parsing: no {parsing} (feathered masks are used instead)"))
+    else:
+        try:
+            open_face_parser(models_dir, "cpu")
+            report.append((True, f"face parsing: {parsing} loads"))
+        except ValueError as error:
+            report.append((False, f"face parsing: {parsing} is unusable ({error})"))
+    pose = dwpose_model_path(models_dir)
+    if not pose.is_file():
+        report.append((True, f"landmarks: no {pose} (mediapipe's face mesh is used instead)"))
+    else:
+        try:
+            DWPoseLandmarks(pose)
+            report.append((True, f"landmarks: {pose} loads"))
+        except ValueError as error:
+            report.append((False, f"landmarks: {pose} is unusable ({error})"))
+    return report
 
 
 def file_sha256(path: Path) -> str:
@@ -283,7 +308,12 @@ class Preparer:
     ) -> Path:
         squares = [masks.mask_box(box) for box in boxes]
         side = max(square[2] - square[0] for square in squares)
-        parser = open_face_parser(self.models_dir, default_device(self.device))
+        try:
+            parser = open_face_parser(self.models_dir, default_device(self.device))
+        except ValueError as error:
+            raise WeightsUnusableError(
+                f"{error}. Replace it (scripts/download_models.sh) or remove it to use feathered masks."
+            ) from None
         writer = AvatarWriter(
             self.avatars_dir, request.avatar_id, info.width, info.height, info.fps, side, face_box.CROP_SIZE
         )

@@ -41,6 +41,9 @@ DOWNLOAD_HINT = (
 HF_MUSETALK = "TMElyralab/MuseTalk"
 HF_SD_VAE = "stabilityai/sd-vae-ft-mse"
 HF_WHISPER_TINY = "openai/whisper-tiny"
+# Avatar preparation's optional weights (server/avatars reads them; the engine does not).
+HF_FACE_PARSING = "ManyOtherFunctions/face-parse-bisent"
+HF_DWPOSE = "yzd-v/DWPose"
 
 # The first bytes of a checkpoint saved by torch.save: a zip archive (PyTorch >= 1.6) or
 # a bare pickle (older PyTorch, protocol 2+ starts with 0x80).
@@ -101,7 +104,13 @@ MANIFEST: tuple[WeightFile, ...] = (
         "whisper/preprocessor_config.json", "whisper", HF_WHISPER_TINY, "preprocessor_config.json",
         {"sampling_rate": 16000, "feature_size": 80, "hop_length": 160},
     ),
+    # For preparing avatars: face parsing (the blending masks) and DWPose (landmarks), both
+    # optional; MuseTalk's own script fetches the parsing weights from the same place (its
+    # Windows variant) and DWPose as .pth, of which this is the ONNX export.
+    WeightFile("face-parse-bisent/79999_iter.pth", "face-parse", HF_FACE_PARSING, "79999_iter.pth"),
+    WeightFile("dwpose/dw-ll_ucoco_384.onnx", "dwpose", HF_DWPOSE, "dw-ll_ucoco_384.onnx"),
 )
+PREPARATION_COMPONENTS = ("face-parse", "dwpose")
 
 
 @dataclass(frozen=True)
@@ -292,6 +301,7 @@ def manifest() -> dict[str, Any]:
     return {
         "description": "MuseTalk weights in MuseTalk's own models/ layout; see models/README.md.",
         "versions": {version: f"unet-{version}" for version in VERSIONS},
+        "preparation": list(PREPARATION_COMPONENTS),
         "files": [
             {
                 "path": f.path,
@@ -305,31 +315,36 @@ def manifest() -> dict[str, Any]:
     }
 
 
+def check_loads(models_dir: Path, versions: Sequence[str] = ()) -> bool:
+    """Load every network of `versions` on the CPU and print what is wrong; True if all load.
+
+    Without versions: those whose UNet is (at least partly) there, else 1.5.
+    """
+    from server.lipsync.musetalk.model import load_model
+
+    present = [
+        v for v in VERSIONS
+        if any((models_dir / f.path).exists() for f in MANIFEST if f.component == f"unet-{v}")
+    ]
+    ok = True
+    for version in versions or present or [VERSIONS[0]]:
+        try:
+            load_model(MuseTalkWeights(models_dir, version), "cpu")
+        except WeightsError as error:
+            print(error, file=sys.stderr)
+            ok = False
+        else:
+            print(f"MuseTalk {version}: every file in {models_dir} loads.")
+    return ok
+
+
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["manifest"]:
         print(json.dumps(manifest(), indent=2))
         return 0
     if argv[:1] == ["check"]:
-        from server.lipsync.musetalk.model import load_model
-
         models_dir = Path(argv[1]) if len(argv) > 1 else Path("models")
-        # Without versions named: those whose UNet is (at least partly) there, else 1.5.
-        present = [
-            v for v in VERSIONS
-            if any((models_dir / f.path).exists() for f in MANIFEST if f.component == f"unet-{v}")
-        ]
-        versions = argv[2:] or present or [VERSIONS[0]]
-        failed = False
-        for version in versions:
-            weights = MuseTalkWeights(models_dir, version)
-            try:
-                load_model(weights, "cpu")
-            except WeightsError as error:
-                print(error, file=sys.stderr)
-                failed = True
-            else:
-                print(f"MuseTalk {version}: every file in {models_dir} loads.")
-        return 1 if failed else 0
+        return 0 if check_loads(models_dir, argv[2:]) else 1
     print(
         "usage: python -m server.lipsync.musetalk.weights manifest | check [MODELS_DIR [VERSION ...]]",
         file=sys.stderr,
