@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from server.api import avatars, pages, sessions
@@ -34,6 +35,14 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After", "Location"],
+        )
     app.include_router(sessions.router)
     app.include_router(avatars.router)
     app.include_router(pages.router)

@@ -30,6 +30,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = _env("PUBLIC_URL", default="")
+    cors_allow_origins: tuple[str, ...] = _env("CORS_ALLOW_ORIGINS", default=())
+    """Web origins whose pages may call the API from another origin (`*`: any); empty: none."""
     """Base URL clients reach the server at (for `player_url`); empty: the request's own."""
 
     # Sync (DESIGN.md, "the media clock")

@@ -211,3 +211,19 @@ async def test_ice_servers_come_from_the_settings() -> None:
             {"urls": ["stun:stun.example.org:3478"]},
             {"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"},
         ]
+
+
+async def test_cross_origin_calls_are_allowed_only_for_configured_origins() -> None:
+    preflight = {"Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"}
+    async with running_app(make_settings(cors_allow_origins=("https://app.example.org",))) as http:
+        allowed = await http.options("/webrtc/sessions/create", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example.org"
+        other = await http.options(
+            "/webrtc/sessions/create", headers={**preflight, "Origin": "https://evil.example.com"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+    async with running_app(make_settings()) as http:
+        response = await http.post("/webrtc/sessions/create", headers={"Origin": "https://app.example.org"})
+        assert response.status_code == 200
+        assert "access-control-allow-origin" not in response.headers
