@@ -108,7 +108,8 @@ def main() -> None:
         ["figure (ms)", "median", "min", "max"],
         rows,
     )
-    write_json("latency", {"fps": args.fps, "playback_fps": args.playback_fps, **data})
+    name = f"latency-fps{args.fps}-playback{args.playback_fps}"
+    write_json(name, {"fps": args.fps, "playback_fps": args.playback_fps, **data})
 
 
 if __name__ == "__main__":

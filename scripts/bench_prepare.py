@@ -10,6 +10,10 @@ CPU; DWPose is not measured (its weights are not on these machines).
 Each configuration runs `--repeats` times; the table shows the fastest run and the median
 (other work on a shared machine only ever slows a run down).
 
+A second table times the VAE latents of the last avatar's crops (what prepare-avatar adds
+when MuseTalk's VAE is in models/): tiny random weights, and full-size random weights of
+sd-vae-ft-mse's shape (fp16 on CUDA, fp32 on the CPU).
+
     .venv/bin/python scripts/bench_prepare.py [--seconds 4] [--repeats 3] [--sizes 512 720p] [--device cpu]
 """
 
@@ -29,8 +33,13 @@ import torch
 from benchkit import print_table, write_json
 from server.avatars.face_parsing import REAL_WIDTH, BiSeNet, face_parsing_weights
 from server.avatars.preparation import FACES_SHARE, PreparationRequest, Preparer, default_device
+from server.avatars.storage import load_prepared
 from server.avatars.video import VideoLimits, write_video
 from server.lipsync.demo.face import DEMO_FPS, draw_face
+from server.lipsync.musetalk.model import dtype_for
+from server.lipsync.musetalk.tiny_weights import write_tiny_weights
+from server.lipsync.musetalk.vae import SD_VAE_FT_MSE_CONFIG, FaceEncoder, build_vae, load_face_encoder
+from server.lipsync.musetalk.weights import MuseTalkWeights
 from tests.avatar_files import TINY_BISENET_WIDTH
 
 WEIGHTS = {"none (feathered)": None, "tiny random": TINY_BISENET_WIDTH, "full-size random": REAL_WIDTH}
@@ -80,6 +89,28 @@ def run(video: Path, root: Path, width: int | None, device: str) -> dict[str, fl
     }
 
 
+def time_latents(crops: np.ndarray, fps: float, root: Path, device: str, repeats: int) -> list[dict]:
+    """Seconds of VAE encoding per second of video, with tiny and full-size random weights."""
+    torch_device = torch.device(device)
+    dtype = dtype_for(torch_device)
+    tiny = load_face_encoder(
+        MuseTalkWeights(write_tiny_weights(root / "tiny-models", versions=("1.5",)), "1.5"), torch_device, dtype
+    )
+    torch.manual_seed(0)
+    full = FaceEncoder(build_vae(SD_VAE_FT_MSE_CONFIG, torch_device).to(dtype).eval(), torch_device, "random")
+    rows = []
+    for name, encoder in (("tiny random", tiny), ("full-size random", full)):
+        timings = []
+        for _ in range(repeats):
+            started = time.monotonic()
+            encoder.encode(crops)
+            if torch_device.type == "cuda":
+                torch.cuda.synchronize()
+            timings.append((time.monotonic() - started) / (len(crops) / fps))
+        rows.append({"vae": name, "frames": len(crops), "fastest": min(timings), "median": statistics.median(timings)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,6 +140,8 @@ def main() -> None:
                     {"frame_size": size, "face_parsing": weights, "median_per_video_second": median,
                      "fastest": fastest, "runs": runs}
                 )
+        crops = load_prepared(root / f"{args.sizes[-1]}-{WEIGHTS[args.weights[-1]]}" / "avatars" / "bench").crops
+        latents = time_latents(crops, DEMO_FPS, root, device, args.repeats)
     print_table(
         f"avatar preparation, seconds per second of 25 fps video ({args.seconds:g} s videos, "
         f"{args.repeats} runs each, face parsing on {device}, landmarks: mediapipe on the CPU)",
@@ -120,8 +153,16 @@ def main() -> None:
             for r in results
         ],
     )
+    print_table(
+        f"VAE latents of the crops, seconds per second of 25 fps video ({len(crops)} crops, on {device})",
+        ["VAE weights", "fastest", "median"],
+        [[r["vae"], f"{r['fastest']:.2f}", f"{r['median']:.2f}"] for r in latents],
+    )
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else None
-    write_json("prepare", {"device": device, "gpu": gpu, "video_seconds": args.seconds, "results": results})
+    write_json(
+        "prepare",
+        {"device": device, "gpu": gpu, "video_seconds": args.seconds, "results": results, "latents": latents},
+    )
 
 
 if __name__ == "__main__":
