@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,15 +29,12 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchkit import print_table, write_json
+from server.lipsync.demo.face import build_demo_avatar
+from server.lipsync.engine import Avatar, LoadedAvatar, RenderRequest
+from server.lipsync.musetalk.engine import MuseTalkEngine, load_musetalk_engine
+from tests.audio_files import speech_like
 
-from server.lipsync.demo.face import build_demo_avatar  # noqa: E402
-from server.lipsync.engine import Avatar, LoadedAvatar, RenderRequest  # noqa: E402
-from server.lipsync.musetalk.engine import MuseTalkEngine, load_musetalk_engine  # noqa: E402
-from tests.audio_files import speech_like  # noqa: E402
-
-RESULTS = ROOT / "bench-results" / "musetalk.json"
 CHUNK_SECONDS = 2.0  # a session's default chunk_duration
 CPU_FPS = 25  # MuseTalk's own frame rate
 AVATAR_FRAMES = 8  # of the demo avatar: rendering costs the same, preparing it less
@@ -176,16 +171,6 @@ def bench_cpu(seconds: float) -> dict[str, Any]:
     }
 
 
-def print_rows(title: str, headers: list[str], rows: list[list[Any]]) -> None:
-    cells = [headers] + [[f"{v:.1f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    print(f"\n{title}")
-    for i, row in enumerate(cells):
-        print("  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
-        if i == 0:
-            print("  " + "  ".join("-" * width for width in widths))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16, 32])
@@ -198,15 +183,13 @@ def main() -> None:
     parser.add_argument("--skip-cpu", action="store_true")
     args = parser.parse_args()
 
-    results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "torch": torch.__version__},
-    }
+    results: dict[str, Any] = {"torch": torch.__version__}
     full_size_device = torch.device(args.full_size_device)
     if not args.skip_gpu:
         if full_size_device.type != "cuda" or torch.cuda.is_available():
             gpu = bench_full_size(full_size_device, args.batch_sizes, args.iterations)
             results["gpu"] = gpu
-            print_rows(
+            print_table(
                 f"Full-size MuseTalk, random weights, {gpu['dtype']} on {gpu['device']} "
                 f"(whisper {gpu['whisper_ms_per_30s_segment']:.1f} ms per 30 s)",
                 ["batch", "networks frames/s", "engine frames/s", "engine ms/batch"],
@@ -221,16 +204,14 @@ def main() -> None:
     if not args.skip_cpu:
         cpu = bench_cpu(args.seconds)
         results["cpu_tiny"] = cpu
-        print_rows(
+        print_table(
             f"Tiny random weights on the CPU ({cpu['threads']} threads), whole engine path, "
             f"{cpu['utterance_seconds']:.0f} s of speech at {cpu['fps']} fps",
             ["batch", "frames", "audio s", "render s", "frames/s", "avatar prep s"],
             [[cpu["batch"], cpu["frames"], cpu["audio_features_seconds"], cpu["render_seconds"],
               cpu["whole_path_fps"], cpu["avatar_prepare_seconds"]]],
         )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    write_json("musetalk", results)
 
 
 if __name__ == "__main__":
