@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from server.api.dependencies import ServerDep
-from server.api.errors import ApiError
 from server.api.schemas import (
     ID_PATTERN,
     AvatarDeleted,
@@ -17,13 +16,14 @@ from server.api.schemas import (
     PreparationJobInfo,
     PreparedAvatarInfo,
 )
-from server.api.uploads import FILE_PROPERTY, UploadError, multipart_body, save_upload
+from server.api.uploads import FILE_PROPERTY, multipart_body, save_upload
 from server.avatars.face_box import parse_box
 from server.avatars.jobs import JobState, PreparationJob
 from server.avatars.preparation import PreparationRequest
 from server.avatars.storage import UPLOAD_PREFIX, stored_latents
 from server.avatars.store import BUILT_IN_AVATARS
 from server.core import AvatarServer
+from server.refusal import Refusal
 
 router = APIRouter(prefix="/avatars", tags=["avatars"])
 
@@ -63,16 +63,13 @@ async def prepare_avatar(request: Request, response: Response, server: ServerDep
     then, so a video without a usable face fails there (state `failed`, with the reason).
     """
     settings = server.settings
-    try:
-        saved = await save_upload(
-            request, VIDEO_FIELD, settings.avatar_max_upload_bytes, settings.avatars_dir, UPLOAD_PREFIX
-        )
-    except UploadError as error:
-        raise ApiError(error.status, error.message) from None
+    saved = await save_upload(
+        request, VIDEO_FIELD, settings.avatar_max_upload_bytes, settings.avatars_dir, UPLOAD_PREFIX
+    )
     try:
         avatar_id = saved.fields.get("avatar_id")
         if not avatar_id:
-            raise ApiError(422, "The form has no field 'avatar_id'; name the avatar there.")
+            raise Refusal("The form has no field 'avatar_id'; name the avatar there.", 422)
         preparation = PreparationRequest(
             saved.path,
             avatar_id,
@@ -100,7 +97,7 @@ async def list_avatars(server: ServerDep) -> AvatarList:
 async def get_avatar(avatar_id: str, server: ServerDep) -> AvatarInfo:
     """An avatar's state (`queued`, `running`, `ready`, `failed`) and its preparation's progress."""
     if server.preparations.get(avatar_id) is None and not server.avatars.exists(avatar_id):
-        raise ApiError(404, f"There is no avatar {avatar_id!r}, nor a preparation of one.")
+        raise Refusal(f"There is no avatar {avatar_id!r}, nor a preparation of one.", 404)
     return describe(server, avatar_id)
 
 
@@ -117,7 +114,7 @@ async def delete_avatar(avatar_id: str, server: ServerDep) -> AvatarDeleted:
     """Remove a prepared avatar that no session uses (and forget its failed preparation)."""
     job = server.preparations.get(avatar_id)
     if job is not None and job.active:
-        raise ApiError(409, f"Avatar {avatar_id!r} is being prepared; wait until it is done.")
+        raise Refusal(f"Avatar {avatar_id!r} is being prepared; wait until it is done.", 409)
     if job is not None and not server.avatars.exists(avatar_id):
         server.preparations.forget(avatar_id)  # only a failed preparation to forget
         return AvatarDeleted(avatar_id=avatar_id)
@@ -181,7 +178,7 @@ def _box(text: str | None) -> tuple[int, int, int, int] | None:
     try:
         return parse_box(text)
     except ValueError as error:
-        raise ApiError(422, f"The field 'bbox' is invalid: {error}.") from None
+        raise Refusal(f"The field 'bbox' is invalid: {error}.", 422) from None
 
 
 def _flag(text: str) -> bool:
@@ -189,4 +186,4 @@ def _flag(text: str) -> bool:
         return True
     if text.strip().lower() in FALSE_WORDS:
         return False
-    raise ApiError(422, f"The field 'force' must be true or false (got {text!r}).")
+    raise Refusal(f"The field 'force' must be true or false (got {text!r}).", 422)

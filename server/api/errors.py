@@ -11,20 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.avatars.errors import AvatarError, AvatarNotFoundError
 from server.lipsync.worker import WorkerClosedError
-from server.media.rtc import CandidateError
-from server.sessions.session import SessionError
+from server.refusal import Refusal
 
 logger = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.extra = extra
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -40,27 +30,13 @@ def _describe_validation(error: RequestValidationError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, error: ApiError) -> JSONResponse:
-        return _error(error.status, error.detail, **error.extra)
-
-    @app.exception_handler(SessionError)
-    async def session_error(_: Request, error: SessionError) -> JSONResponse:
+    @app.exception_handler(Refusal)
+    async def refused(_: Request, error: Refusal) -> JSONResponse:
         headers = None
         retry_after = error.extra.get("retry_after_seconds")
         if retry_after is not None:
             headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
         return _error(error.status, error.message, headers, **error.extra)
-
-    @app.exception_handler(AvatarError)
-    async def avatar_error(_: Request, error: AvatarError) -> JSONResponse:
-        if isinstance(error, AvatarNotFoundError):
-            return _error(error.status, error.message, available_avatars=error.available)
-        return _error(error.status, error.message)
-
-    @app.exception_handler(CandidateError)
-    async def bad_candidate(_: Request, error: CandidateError) -> JSONResponse:
-        return _error(400, str(error))
 
     @app.exception_handler(WorkerClosedError)
     async def worker_closed(_: Request, error: WorkerClosedError) -> JSONResponse:

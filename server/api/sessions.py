@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from server.api.dependencies import ServerDep
-from server.api.errors import ApiError
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
     CHUNK_DURATION_RANGE,
@@ -24,9 +23,9 @@ from server.api.schemas import (
     SessionInfo,
     StreamAccepted,
 )
-from server.api.uploads import FILE_PROPERTY, UploadError, multipart_body, read_upload
+from server.api.uploads import FILE_PROPERTY, multipart_body, read_upload
 from server.core import AvatarServer
-from server.media.audio_input import AudioInputError, decode_audio
+from server.media.audio_input import decode_audio
 from server.sessions.session import Session, SessionParams
 
 router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
@@ -121,11 +120,8 @@ async def stream(session_id: str, request: Request, server: ServerDep) -> Stream
     session = _session(server, session_id)
     session.check_can_speak()  # refuse before reading a body that cannot be used
     settings = server.settings
-    try:
-        data, _ = await read_upload(request, AUDIO_FIELD, settings.max_upload_bytes)
-        decoded = await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
-    except (UploadError, AudioInputError) as error:
-        raise ApiError(error.status, error.message) from None
+    data, _ = await read_upload(request, AUDIO_FIELD, settings.max_upload_bytes)
+    decoded = await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
     utterance = session.speak(decoded.samples)
     return StreamAccepted(
         session_id=session.id,

@@ -15,16 +15,18 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
+from server.refusal import Refusal
+
 # Room for the multipart boundaries and part headers around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 READ_BLOCK_BYTES = 1024 * 1024
 
 
-class UploadError(ValueError):
+class UploadError(Refusal, ValueError):
+    """An upload that cannot be read: too large, not multipart, a field missing."""
+
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+from server.refusal import Refusal
 
-class AvatarError(Exception):
-    """A refusal; `status` is the HTTP status and `message` a sentence the user can act on."""
 
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
+class AvatarError(Refusal):
+    """Why an avatar cannot be prepared, found or removed."""
 
 
 class VideoError(AvatarError):
@@ -28,7 +22,8 @@ class AvatarNotFoundError(AvatarError, LookupError):
 
     def __init__(self, avatar_id: str, available: list[str]) -> None:
         super().__init__(
-            f"Unknown avatar {avatar_id!r}; available: {', '.join(available) or 'none'}."
+            f"Unknown avatar {avatar_id!r}; available: {', '.join(available) or 'none'}.",
+            available_avatars=available,
         )
         self.avatar_id = avatar_id
         self.available = available

@@ -9,6 +9,8 @@ import av
 import numpy as np
 import soxr
 
+from server.refusal import Refusal
+
 SAMPLE_RATE = 48_000
 """Every utterance is played, analysed and sent at this rate (Opus' native one)."""
 
@@ -20,13 +22,11 @@ MIN_DECODED_SHARE = 0.9
 DURATION_SLACK_SECONDS = 0.25
 
 
-class AudioInputError(ValueError):
-    """An upload that cannot become an utterance; `status` is the HTTP status to answer."""
+class AudioInputError(Refusal, ValueError):
+    """An upload that cannot become an utterance."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(message, status)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
+from server.refusal import Refusal
 from server.settings import Settings
 
 
-class CandidateError(ValueError):
-    """A trickled ICE candidate that cannot be parsed."""
+class CandidateError(Refusal, ValueError):
+    """A trickled ICE candidate that cannot be parsed (400)."""
 
 
 def rtc_configuration(settings: Settings) -> RTCConfiguration:

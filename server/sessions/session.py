@@ -22,6 +22,7 @@ from server.media.rtc import parse_candidate, restrict_host_addresses, rtc_confi
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
 from server.sessions.speech import render_utterance
+from server.refusal import Refusal
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,15 +41,8 @@ class SessionParams:
     chunk_duration: float = 2.0
 
 
-class SessionError(Exception):
-    """A request the session refuses; `status` is the HTTP status that says why."""
-
-    status = 400
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
+class SessionError(Refusal):
+    """A request the session refuses."""
 
 
 class NotConnectedError(SessionError):
