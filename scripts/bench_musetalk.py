@@ -20,7 +20,6 @@ Prints tables and writes bench-results/musetalk.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Callable

@@ -133,10 +133,6 @@ class LipSyncWorker:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     def _enqueue(self, jobs: list[_Job]) -> None:
         with self._wakeup:
             if self._closed:

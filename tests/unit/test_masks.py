@@ -75,3 +75,16 @@ def test_feathered_mask_covers_the_lower_face_only() -> None:
     assert mask[:80].max() == 0  # the upper half, beyond the blur's reach
     assert mask[130, 90] == 255  # the chin, frame (100, 140)
     assert mask[:, :40].max() == 0 and mask[:, 141:].max() == 0  # beside the face box
+
+
+def test_feathered_mask_within_the_box_has_soft_edges_at_the_chin_and_the_square_middle() -> None:
+    box = (100, 100, 300, 340)
+    mask, square = blend_mask(np.zeros((480, 480, 3), np.uint8), box, parser=None)
+    part = mask[box[1] - square[1] : box[3] - square[1], box[0] - square[0] : box[2] - square[0]]
+    assert part.shape == (240, 200)
+    square_middle = 220 - 100  # row of the box at the square's middle row (y 220)
+    assert part[: square_middle - 20].max() == 0  # upper face: never generated
+    assert part[square_middle + 30 : 200, 80:120].min() == 255  # the mouth: fully generated
+    assert 0 < part[-1, 100] < 255  # at the chin the ellipse ends, softly
+    assert part[:, 0].max() < 128  # the ellipse leaves the box's corners and sides to the frame
+    assert 0 < part[square_middle + 2, 100] < 255  # the upper edge is soft

@@ -5,13 +5,14 @@ As MuseTalk's realtime `Avatar.prepare_material` does for every frame:
 - the face box, for 1.5 extended 10 px down past the chin (`extra_margin`; the box the
   face is generated for and pasted back into);
 - the 256 x 256 crop of that box encoded by the VAE into the UNet's 8 latent channels;
-- the blend mask of the box (see `blending`).
+- the blend mask of the box (`server.avatars.masks`).
 
 A prepared avatar (`server.avatars`) brings its boxes (margin included), 256 x 256 crops
 and face-parsing masks; its latents are stored in its own folder, keyed by the VAE, the
 first time it is loaded (or by `prepare-avatar` when the weights are there). For other
 avatars (the drawn face when it could not be prepared) the boxes get the margin here, the
-mask is the lower half of the ellipse in the box, and latents and masks are cached under
+mask is the one preparation makes without parsing weights (a feathered ellipse in the
+box), and latents and masks are cached under
 the cache directory, one file per avatar, named after everything they depend on: the
 frames, the boxes, the MuseTalk version and the VAE's files.
 
@@ -25,6 +26,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from server.avatars.masks import blend_mask
 from server.avatars.storage import PreparedAvatar
 from server.lipsync.engine import Avatar
-from server.lipsync.musetalk.blending import Box, blend_mask, clip_box, ellipse_face, mask_square
+from server.lipsync.musetalk.blending import Box, clip_box
 from server.lipsync.musetalk.model import MuseTalkModel
 from server.lipsync.musetalk.vae import ENCODE_BATCH, FACE_SIZE, FaceEncoder, encode_faces
 
@@ -42,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 CHIN_MARGIN = {"1.5": 10, "1.0": 0}
 """Pixels added below each face box (realtime_inference.py's extra_margin, 1.5 only)."""
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when the content or the meaning of cache files changes."""
 
 
@@ -97,10 +100,9 @@ def from_prepared(avatar: PreparedAvatar, model: MuseTalkModel) -> MuseTalkAvata
     """A prepared avatar's boxes and parsing masks, and its stored (or new) latents."""
     boxes = [tuple(int(v) for v in box) for box in avatar.face_boxes]
     masks = []
-    for i, (x1, y1, x2, y2) in enumerate(boxes):
-        square, mask = avatar.blend_mask(i)  # mask over the square, which may pass the frame
-        sx, sy = int(square[0]), int(square[1])
-        masks.append(torch.from_numpy(np.ascontiguousarray(mask[y1 - sy : y2 - sy, x1 - sx : x2 - sx])))
+    for i, box in enumerate(boxes):
+        square, mask = avatar.blend_mask(i)
+        masks.append(box_part(mask, square, box))
     latents = prepared_latents(avatar, model.face_encoder())
     frames = torch.from_numpy(np.ascontiguousarray(avatar.frames)).to(model.device)  # [N, H, W, 3]
     return MuseTalkAvatar(
@@ -109,6 +111,13 @@ def from_prepared(avatar: PreparedAvatar, model: MuseTalkModel) -> MuseTalkAvata
         tuple(boxes),
         tuple(mask.to(model.device) for mask in masks),
     )
+
+
+def box_part(mask: np.ndarray, square: Sequence[int], box: Box) -> torch.Tensor:
+    """The face box's part of a mask over its square (which may pass the frame): [h, w] uint8."""
+    x1, y1, x2, y2 = box
+    sx, sy = int(square[0]), int(square[1])
+    return torch.from_numpy(np.ascontiguousarray(mask[y1 - sy : y2 - sy, x1 - sx : x2 - sx]))
 
 
 def prepared_latents(avatar: PreparedAvatar, encoder: FaceEncoder) -> torch.Tensor:
@@ -143,10 +152,11 @@ def from_face_boxes(avatar: Avatar, model: MuseTalkModel, cache_dir: Path | None
         latents, masks = cached
     else:
         latents = encode_avatar(model, frames, boxes)
-        masks = [
-            blend_mask(ellipse_face(tuple(int(v) for v in face), mask_square(box)), box)
-            for face, box in zip(avatar.face_boxes, boxes)
-        ]
+        # The mask preparation makes without face-parsing weights (a feathered ellipse).
+        masks = []
+        for frame, box in zip(avatar.frames, boxes):
+            mask, square = blend_mask(frame, box, parser=None)
+            masks.append(box_part(mask, square, box))
         if path is not None:
             save_cached(path, latents, masks)
     return MuseTalkAvatar(
