@@ -311,6 +311,7 @@ class Session:
         self.closed = True
         self.close_reason = reason
         self._speech.clear("session ended")
+        self._update_state()
         self.events.publish("session_ended", reason=reason)
         self._cancel_grace()
         await self._drop_connection(reason)
@@ -319,7 +320,6 @@ class Session:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        self._update_state()
         self.events.close()
         logger.info("session %s closed: %s", self.id, reason)
 
