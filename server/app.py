@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from server.api import avatars, pages, sessions
+from server.api import avatars, pages, sessions, text
 from server.api.errors import install_error_handlers
 from server.core import AvatarServer
 from server.settings import Settings
@@ -44,6 +44,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
             expose_headers=["Retry-After", "Location"],
         )
     app.include_router(sessions.router)
+    app.include_router(text.router)
     app.include_router(avatars.router)
     app.include_router(pages.router)
     app.mount("/player/assets", StaticFiles(directory=pages.PLAYER_DIR), name="player-assets")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from server.avatars.jobs import PreparationJobs
+from server.chat.llm import ChatCompletions
 from server.avatars.preparation import Preparation, Preparer
 from server.avatars.storage import load_prepared, remove_leftovers
 from server.avatars.store import AvatarStore
@@ -13,6 +14,7 @@ from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
 from server.sessions.registry import SessionRegistry
 from server.settings import Settings
+from server.tts.selection import build_tts
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,14 @@ class AvatarServer:
         self.avatars = AvatarStore(self.worker, self.preparer)
         self.preparations = PreparationJobs(self.preparer, self._precompute)
         self.sessions = SessionRegistry(settings, self.worker, self.avatars)
+        self.tts = build_tts(settings)
+        logger.info(
+            "text to speech: %s (%s)", self.tts.name,
+            self.tts.unavailable_reason() or f"default voice {self.tts.default_voice()!r}",
+        )
+        self.llm = ChatCompletions(
+            settings.llm_url, settings.llm_key, settings.llm_model, settings.llm_timeout_seconds
+        )
 
     async def start(self) -> None:
         folder = self.settings.avatars_dir
@@ -46,4 +56,5 @@ class AvatarServer:
     async def close(self) -> None:
         await self.sessions.close_all()
         await self.preparations.close()
+        await self.llm.close()
         self.worker.close()

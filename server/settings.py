@@ -93,6 +93,45 @@ class Settings:
     avatar_max_faceless_share: float = _env("AVATAR_MAX_FACELESS_SHARE", default=0.1)
     """Share of frames allowed without a detected face; they borrow a neighbour's box."""
 
+    # Text to speech (README, "Text and chat")
+    tts_engine: str = _env("TTS_ENGINE", default="espeak")
+    """espeak (espeak-ng, offline), piper (voices in TTS_VOICES_DIR) or openai (a service)."""
+    tts_voice: str = _env("TTS_VOICE", default="")
+    """The voice when a request names none; empty: the backend's (en-us, the first Piper
+    voice, alloy)."""
+    tts_voices_dir: Path = _env("TTS_VOICES_DIR", default=Path(""))
+    """Piper voice files (`<voice>.onnx` + `.onnx.json`); empty: MODELS_DIR/tts."""
+    tts_openai_url: str = _env("TTS_OPENAI_URL", default="")
+    """Base URL of an OpenAI-compatible speech service (`…/v1`; `/audio/speech` is added)."""
+    tts_openai_key: str = _env("TTS_OPENAI_KEY", default="")
+    tts_openai_model: str = _env("TTS_OPENAI_MODEL", default="tts-1")
+    tts_openai_format: str = _env("TTS_OPENAI_FORMAT", default="pcm")
+    """pcm (24 kHz s16le) or wav."""
+    tts_max_chars: int = _env("TTS_MAX_CHARS", default=1000)
+    """Longest text `/say` takes (and longest sentence of a chat reply spoken at once)."""
+    tts_timeout_seconds: float = _env("TTS_TIMEOUT_SECONDS", default=30.0)
+
+    # Chat (README, "Text and chat")
+    llm_url: str = _env("LLM_URL", default="")
+    """Base URL of an OpenAI-compatible chat completions service (`…/v1`); empty: no chat."""
+    llm_key: str = _env("LLM_KEY", default="")
+    llm_model: str = _env("LLM_MODEL", default="")
+    llm_system_prompt: str = _env(
+        "LLM_SYSTEM_PROMPT",
+        default=(
+            "You are a friendly person talking with the user face to face. Answer briefly, "
+            "in plain spoken sentences, without lists, markup or emoji."
+        ),
+    )
+    llm_timeout_seconds: float = _env("LLM_TIMEOUT_SECONDS", default=60.0)
+    """Longest wait for the LLM's first answer, and between two pieces of its stream."""
+    llm_max_reply_chars: int = _env("LLM_MAX_REPLY_CHARS", default=4000)
+    chat_max_message_chars: int = _env("CHAT_MAX_MESSAGE_CHARS", default=2000)
+    chat_history_messages: int = _env("CHAT_HISTORY_MESSAGES", default=20)
+    """Messages (user and assistant) a session keeps and sends with the next turn."""
+    chat_history_chars: int = _env("CHAT_HISTORY_CHARS", default=16000)
+    """Most characters of history sent; older messages go first."""
+
     log_level: str = _env("LOG_LEVEL", default="info")
 
     def __post_init__(self) -> None:
@@ -134,6 +173,19 @@ class Settings:
             problems.append("MAX_QUEUED_UTTERANCES must not be negative")
         if self.lipsync_max_batch < 0:
             problems.append("LIPSYNC_MAX_BATCH must not be negative")
+        if self.tts_engine not in ("espeak", "piper", "openai"):
+            problems.append("TTS_ENGINE must be one of espeak, piper, openai")
+        if self.tts_openai_format not in ("pcm", "wav"):
+            problems.append("TTS_OPENAI_FORMAT must be pcm or wav")
+        for name in (
+            "tts_max_chars", "llm_max_reply_chars", "chat_max_message_chars",
+            "chat_history_messages", "chat_history_chars",
+        ):
+            if getattr(self, name) < 1:
+                problems.append(f"{_env_name(name)} must be at least 1")
+        for name in ("tts_timeout_seconds", "llm_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{_env_name(name)} must be positive")
         if problems:
             raise SettingsError("; ".join(problems))
 
@@ -149,6 +201,11 @@ class Settings:
             values[f.name] = _parse(name, environ[name], f.default)
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def tts_voices_path(self) -> Path:
+        """Where Piper voices are looked for."""
+        return self.tts_voices_dir if str(self.tts_voices_dir) not in ("", ".") else self.models_dir / "tts"
 
     def ice_servers(self) -> list[dict[str, Any]]:
         """The ICE servers in the form browsers' RTCConfiguration takes."""

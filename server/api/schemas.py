@@ -219,3 +219,55 @@ class AvatarList(BaseModel):
 class AvatarDeleted(BaseModel):
     avatar_id: str
     state: Literal["deleted"] = "deleted"
+
+
+class SayRequest(BaseModel):
+    text: str = Field(description="Plain text or SSML; markup is removed, never spoken.")
+    voice: str | None = Field(default=None, description="A voice of the TTS backend; default TTS_VOICE.")
+    mode: Literal["reject", "queue", "interrupt"] = "reject"
+    keep_queue: bool = Field(default=False, description="With mode=interrupt: keep the queue.")
+
+
+class SayAccepted(BaseModel):
+    session_id: str
+    utterance_id: str
+    duration_seconds: float
+    frame_count: int
+    chunk_count: int
+    text: str = Field(description="What was spoken: the text with its markup removed.")
+    voice: str
+    tts_engine: str
+    mode: Literal["reject", "queue", "interrupt"]
+    queue_position: int = Field(
+        description="0: it plays next, nothing before it; n: n utterances play before it."
+    )
+    interrupted: CutUtterance | None = None
+    dropped_utterance_ids: list[str] = Field(default_factory=list)
+
+
+class ChatRequest(BaseModel):
+    message: str = Field(min_length=1, description="What the user says.")
+    system_prompt: str | None = Field(
+        default=None,
+        description="Replaces the session's system prompt (LLM_SYSTEM_PROMPT) from this turn on.",
+    )
+    voice: str | None = None
+    mode: Literal["reject", "queue", "interrupt"] = Field(
+        default="queue", description="What the first sentence does while the avatar speaks."
+    )
+
+
+class ChatSentence(BaseModel):
+    text: str
+    utterance_id: str
+    duration_seconds: float
+    queue_position: int
+
+
+class ChatReply(BaseModel):
+    session_id: str
+    reply: str = Field(description="The LLM's whole reply (what arrived, when interrupted).")
+    sentences: list[ChatSentence] = Field(description="Each sentence spoken, as its utterance.")
+    interrupted: bool = Field(description="One of its utterances was cut or dropped: the turn stopped.")
+    truncated: bool = Field(description="The reply was cut at LLM_MAX_REPLY_CHARS.")
+    history_messages: int = Field(description="Messages the session's conversation keeps now.")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from server.chat.conversation import Conversation
 from server.lipsync.engine import LoadedAvatar
 from server.lipsync.worker import LipSyncWorker
 from server.media.clock import SessionClock
@@ -91,6 +92,10 @@ class Session:
         self.events = EventFanout(settings.events_listener_backlog, {"session_id": self.id})
         self.events.add_sink(self._send_to_channels)
         self._published_state = "waiting"
+        self.conversation = Conversation(
+            settings.llm_system_prompt, settings.chat_history_messages, settings.chat_history_chars
+        )
+        """Its chat with the LLM (POST /chat)."""
         self.clock = SessionClock()
         self.playout = Playout(
             avatar.avatar.cycle,

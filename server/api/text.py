@@ -1,0 +1,104 @@
+"""Text and chat: `POST /webrtc/sessions/{id}/say` and `POST /webrtc/sessions/{id}/chat`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.api.dependencies import ServerDep
+from server.api.schemas import (
+    BusyResponse,
+    ChatReply,
+    ChatRequest,
+    ChatSentence,
+    CutUtterance,
+    ErrorResponse,
+    SayAccepted,
+    SayRequest,
+)
+from server.chat.turn import ChatTurn
+from server.refusal import Refusal
+from server.sessions.queue import SpeechMode
+from server.sessions.text_speech import speak_text
+
+router = APIRouter(prefix="/webrtc/sessions", tags=["text and chat"])
+
+COMMON = {
+    404: {"model": ErrorResponse, "description": "Unknown or expired session."},
+    409: {"model": BusyResponse, "description": "Still speaking (mode=reject), queue full, or no client connected."},
+    422: {"model": ErrorResponse, "description": "Empty or too long text, an unknown voice or mode."},
+    503: {"model": ErrorResponse, "description": "The TTS backend is unavailable or failed."},
+}
+
+
+class ChatMessageError(Refusal):
+    status = 422
+
+
+@router.post("/{session_id}/say", response_model=SayAccepted, responses=COMMON)
+async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccepted:
+    """Make the avatar speak `text` (plain or SSML: tags are removed, never spoken),
+    synthesised by the configured TTS backend, under the busy policy `mode`."""
+    session = server.sessions.get(session_id)
+    mode = SpeechMode(body.mode)
+    spoken = await speak_text(
+        session, server.tts, body.text, body.voice, mode, body.keep_queue,
+        server.settings.tts_max_chars,
+    )
+    admission = spoken.admission
+    utterance = admission.utterance
+    return SayAccepted(
+        session_id=session.id,
+        utterance_id=utterance.id,
+        duration_seconds=round(utterance.duration, 3),
+        frame_count=utterance.frame_count,
+        chunk_count=len(utterance.chunks),
+        text=spoken.speech.text,
+        voice=spoken.speech.voice,
+        tts_engine=server.tts.name,
+        mode=mode.value,
+        queue_position=admission.position,
+        interrupted=None if admission.cut is None else CutUtterance(**vars(admission.cut)),
+        dropped_utterance_ids=admission.dropped,
+    )
+
+
+@router.post(
+    "/{session_id}/chat",
+    response_model=ChatReply,
+    responses={
+        **COMMON,
+        409: {"model": BusyResponse, "description": "A chat turn is running, or as for /say."},
+        502: {"model": ErrorResponse, "description": "The LLM failed or answered nonsense."},
+        503: {"model": ErrorResponse, "description": "No LLM configured; the TTS backend unavailable or failed."},
+    },
+)
+async def chat(session_id: str, body: ChatRequest, server: ServerDep) -> ChatReply:
+    """Send `message` to the LLM with the session's conversation; the avatar speaks the
+    reply sentence by sentence as it streams in. Answers when the reply is complete."""
+    session = server.sessions.get(session_id)
+    settings = server.settings
+    if len(body.message) > settings.chat_max_message_chars:
+        raise ChatMessageError(
+            f"The message is {len(body.message)} characters long; the limit is "
+            f"{settings.chat_max_message_chars} (CHAT_MAX_MESSAGE_CHARS)."
+        )
+    if body.system_prompt is not None:
+        if len(body.system_prompt) > settings.chat_max_message_chars:
+            raise ChatMessageError(
+                f"The system prompt is longer than {settings.chat_max_message_chars} characters "
+                "(CHAT_MAX_MESSAGE_CHARS)."
+            )
+        session.conversation.system_prompt = body.system_prompt
+    turn = ChatTurn(
+        session, session.conversation, server.llm, server.tts, body.voice, SpeechMode(body.mode),
+        settings.llm_max_reply_chars, settings.tts_max_chars,
+    )
+    result = await turn.run(body.message)
+    return ChatReply(
+        session_id=session.id,
+        reply=result.reply,
+        sentences=[ChatSentence(**vars(s)) for s in result.sentences],
+        interrupted=result.interrupted,
+        truncated=result.truncated,
+        history_messages=len(session.conversation.history),
+    )

@@ -1,0 +1,203 @@
+"""One chat turn: the user's message to the LLM, its reply spoken sentence by sentence.
+
+The reply streams in; each sentence is synthesised and queued on the session as soon as
+it is complete (the first in the turn's `mode`, the rest with `queue`), while the rest
+of the reply is still arriving. Every piece of text is published as a `chat_delta`
+event, the whole reply as `chat_reply` at the end (`chat_error` when the turn fails).
+When one of the turn's utterances is interrupted or dropped (barge-in), the turn stops:
+the LLM stream is closed, nothing more is spoken, and what arrived is the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+
+from server.chat.conversation import Conversation
+from server.chat.llm import ChatCompletions, LlmError
+from server.chat.sentences import DEFAULT_MAX_CHARS, SentenceSplitter
+from server.refusal import Refusal
+from server.sessions.queue import QueueFullError, SpeechMode
+from server.sessions.session import Session
+from server.sessions.events import EventListener
+from server.sessions.text_speech import SpokenText, speak_text
+from server.tts.engine import TextToSpeech
+from server.tts.ssml import speakable_text
+
+logger = logging.getLogger(__name__)
+
+# Events that end an utterance of the turn before it was heard in full.
+STOPPING_EVENTS = ("utterance_interrupted", "utterance_dropped", "utterance_cancelled")
+QUEUE_FULL_RETRY_SECONDS = 0.1
+# Markdown a model may send despite the prompt: emphasis, headings, code marks.
+_MARKDOWN = re.compile(r"[*`]+|^#+\s*", re.MULTILINE)
+
+
+class ChatBusyError(Refusal):
+    status = 409
+
+
+class ChatReplyError(LlmError):
+    pass
+
+
+@dataclass(frozen=True)
+class SpokenSentence:
+    text: str
+    utterance_id: str
+    duration_seconds: float
+    queue_position: int
+
+
+@dataclass
+class TurnResult:
+    reply: str
+    sentences: list[SpokenSentence] = field(default_factory=list)
+    interrupted: bool = False
+    truncated: bool = False
+
+
+@dataclass
+class ChatTurn:
+    session: Session
+    conversation: Conversation
+    llm: ChatCompletions
+    tts: TextToSpeech
+    voice: str | None
+    mode: SpeechMode
+    max_reply_chars: int
+    max_sentence_chars: int
+
+    async def run(self, message: str) -> TurnResult:
+        """Run the turn; raises LlmError (502/503), TtsFailedError (503), or a 409."""
+        if self.conversation.turn_lock.locked():
+            raise ChatBusyError(
+                "A chat turn is still running in this session: wait for its answer, "
+                "or POST /interrupt to stop it."
+            )
+        async with self.conversation.turn_lock:
+            self.llm.check_available()
+            self.tts.check_voice(self.voice)
+            self.tts.check_available()
+            self.session.check_can_speak(self.mode)
+            return await self._run(message)
+
+    async def _run(self, message: str) -> TurnResult:
+        events = self.session.events
+        result = TurnResult("")
+        mine: set[str] = set()
+        stopped = asyncio.Event()
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        async with events.listen() as listener:
+            reader = asyncio.create_task(self._read_reply(message, result, sentences))
+            speaker = asyncio.create_task(self._speak_all(sentences, result, mine))
+            # A failed synthesis ends the reading; a stopped turn ends both.
+            speaker.add_done_callback(
+                lambda task: task.cancelled() or task.exception() is None or reader.cancel()
+            )
+            watcher = asyncio.create_task(self._watch(listener, mine, stopped, (reader, speaker)))
+            try:
+                for task in (reader, speaker):
+                    try:
+                        await task
+                    except asyncio.CancelledError:
+                        if _being_cancelled():
+                            raise
+            except BaseException as error:
+                for task in (reader, speaker):
+                    task.cancel()
+                await asyncio.gather(reader, speaker, return_exceptions=True)
+                if isinstance(error, Refusal):
+                    events.publish("chat_error", detail=error.message, status=error.status)
+                raise
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+        result.interrupted = stopped.is_set()
+        self.conversation.add_turn(message, result.reply)
+        events.publish(
+            "chat_reply",
+            text=result.reply,
+            utterance_ids=[s.utterance_id for s in result.sentences],
+            interrupted=result.interrupted,
+        )
+        return result
+
+    async def _read_reply(
+        self, message: str, result: TurnResult, sentences: asyncio.Queue[str | None]
+    ) -> None:
+        splitter = SentenceSplitter(min(DEFAULT_MAX_CHARS, self.max_sentence_chars))
+        stream = self.llm.stream(self.conversation.request(message))
+        try:
+            async for piece in stream:
+                room = self.max_reply_chars - len(result.reply)
+                if len(piece) >= room:
+                    piece, result.truncated = piece[:room], True
+                result.reply += piece
+                self.session.events.publish("chat_delta", text=piece)
+                for sentence in splitter.feed(piece):
+                    sentences.put_nowait(sentence)
+                if result.truncated:
+                    logger.info("session %s: reply cut at LLM_MAX_REPLY_CHARS", self.session.id)
+                    break
+        finally:
+            await stream.aclose()
+        for sentence in splitter.flush():
+            sentences.put_nowait(sentence)
+        sentences.put_nowait(None)
+        if not result.reply.strip():
+            raise ChatReplyError("The LLM's reply was empty.")
+
+    async def _speak_all(
+        self,
+        sentences: asyncio.Queue[str | None],
+        result: TurnResult,
+        mine: set[str],
+    ) -> None:
+        mode = self.mode
+        while (sentence := await sentences.get()) is not None:
+            text = _MARKDOWN.sub("", sentence)
+            if not any(c.isalnum() for c in speakable_text(text)):
+                continue
+            spoken = await self._speak(text, mode)
+            utterance = spoken.admission.utterance
+            mine.add(utterance.id)
+            result.sentences.append(
+                SpokenSentence(
+                    text, utterance.id, round(utterance.duration, 3), spoken.admission.position
+                )
+            )
+            mode = SpeechMode.QUEUE
+
+    async def _speak(self, text: str, mode: SpeechMode) -> SpokenText:
+        while True:
+            try:
+                return await speak_text(
+                    self.session, self.tts, text, self.voice, mode, False, self.max_sentence_chars
+                )
+            except QueueFullError:
+                # A long reply: wait for a place rather than fail the turn.
+                await asyncio.sleep(QUEUE_FULL_RETRY_SECONDS)
+
+    async def _watch(
+        self,
+        listener: EventListener,
+        mine: set[str],
+        stopped: asyncio.Event,
+        tasks: tuple[asyncio.Task[None], ...],
+    ) -> None:
+        while (event := await listener.next()) is not None:
+            if event.type in STOPPING_EVENTS and event.fields.get("utterance_id") in mine:
+                logger.info("session %s: chat turn stopped (%s)", self.session.id, event.type)
+                stopped.set()
+                for task in tasks:
+                    task.cancel()
+                return
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not one it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,0 +1,56 @@
+"""Text spoken by a session's avatar: checked, markup removed, synthesised, admitted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.refusal import Refusal
+from server.sessions.queue import Admission, SpeechMode
+from server.sessions.session import Session
+from server.tts.engine import Speech, TextToSpeech
+from server.tts.ssml import speakable_text
+
+
+class TextError(Refusal):
+    status = 422
+
+
+@dataclass(frozen=True)
+class SpokenText:
+    speech: Speech
+    admission: Admission
+
+
+def checked_text(text: str, max_chars: int) -> str:
+    """What a backend is given for `text`; 422 when it is too long or says nothing."""
+    if len(text) > max_chars:
+        raise TextError(
+            f"The text is {len(text)} characters long; the limit is {max_chars} (TTS_MAX_CHARS): "
+            "send it in several requests (mode=queue plays them in order)."
+        )
+    spoken = speakable_text(text)
+    if not any(c.isalnum() for c in spoken):
+        raise TextError("The text has nothing to say (it is empty, or only markup and punctuation).")
+    return spoken
+
+
+async def speak_text(
+    session: Session,
+    tts: TextToSpeech,
+    text: str,
+    voice: str | None,
+    mode: SpeechMode,
+    keep_queue: bool,
+    max_chars: int,
+) -> SpokenText:
+    """Synthesise `text` (off the event loop) and let `session` speak it under `mode`.
+
+    Refuses with 422 (text, voice), 409 (busy, not connected) before synthesising, and
+    503 when the backend cannot speak or fails.
+    """
+    spoken = checked_text(text, max_chars)
+    chosen = tts.check_voice(voice)
+    tts.check_available()
+    session.check_can_speak(mode)
+    speech = await tts.synthesize(spoken, chosen)
+    return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))
