@@ -16,9 +16,9 @@ ENV PYTHONUNBUFFERED=1 \
     MODELS_DIR=/app/models \
     AVATARS_DIR=/app/avatars
 
-# curl: scripts/download_models.sh, and the health check.
+# curl: scripts/download_models.sh, and the health check; espeak-ng: text to speech.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends curl \
+    && apt-get install -y --no-install-recommends curl espeak-ng \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -13,6 +13,9 @@ STAMP="$VENV/.avatar-server-installed-${EXTRAS:-base}"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
+source "$ROOT/scripts/espeak.sh"
+ensure_espeak
+
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "avatar-server needs Python 3.11 or newer ($PYTHON is $("$PYTHON" --version 2>&1))." >&2
   exit 1

@@ -195,3 +195,24 @@ async def test_an_openai_compatible_speech_service_speaks_the_text(response_form
 
 def _wav(seconds: float) -> bytes:
     return encode(speech_like(seconds), "wav")
+
+
+async def test_a_piper_voice_from_the_voices_folder_speaks_the_text(tmp_path: Path) -> None:
+    pytest.importorskip("piper")
+    from tests.piper_voices import write_tiny_voice
+
+    write_tiny_voice(tmp_path / "tts", "tiny")
+    settings = make_settings(tts_engine="piper", tts_voices_dir=tmp_path / "tts")
+    async with running_app(settings) as http:
+        sid, peer = await connected_session(http)
+        try:
+            marked = await say(http, sid, SSML, mode="queue")
+            plain = await say(http, sid, "Hello, world", voice="tiny", mode="queue")
+            unknown = await say(http, sid, "Hello", voice="nobody")
+        finally:
+            await peer.close()
+    assert marked.status_code == 200, marked.text
+    assert marked.json()["voice"] == "tiny" and marked.json()["tts_engine"] == "piper"
+    # The tiny voice's audio is as long as its phonemes: the tags gave it none.
+    assert marked.json()["duration_seconds"] == plain.json()["duration_seconds"]
+    assert unknown.status_code == 422 and "tiny" in unknown.json()["detail"]

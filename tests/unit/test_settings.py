@@ -74,3 +74,36 @@ def test_avatar_limits_are_read_and_checked() -> None:
         Settings.from_env({"AVATAR_MIN_VIDEO_SECONDS": "90"})
     with pytest.raises(SettingsError, match="AVATAR_MAX_FACELESS_SHARE"):
         Settings.from_env({"AVATAR_MAX_FACELESS_SHARE": "1"})
+
+
+def test_text_and_chat_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "TTS_ENGINE": "openai",
+            "TTS_OPENAI_URL": "http://127.0.0.1:8880/v1",
+            "TTS_OPENAI_FORMAT": "wav",
+            "LLM_URL": "http://127.0.0.1:11434/v1",
+            "LLM_MODEL": "llama3.2",
+            "CHAT_HISTORY_MESSAGES": "6",
+        }
+    )
+    assert settings.tts_engine == "openai" and settings.tts_openai_format == "wav"
+    assert settings.llm_model == "llama3.2" and settings.chat_history_messages == 6
+    defaults = Settings.from_env({"MODELS_DIR": "/srv/models"})
+    assert defaults.tts_engine == "espeak" and defaults.tts_max_chars == 1000
+    assert defaults.tts_voices_path == Path("/srv/models/tts")
+    assert Settings.from_env({"TTS_VOICES_DIR": "/voices"}).tts_voices_path == Path("/voices")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("TTS_ENGINE", "festival", "TTS_ENGINE must be one of espeak, piper, openai"),
+        ("TTS_OPENAI_FORMAT", "mp3", "TTS_OPENAI_FORMAT must be pcm or wav"),
+        ("CHAT_HISTORY_MESSAGES", "0", "CHAT_HISTORY_MESSAGES must be at least 1"),
+        ("LLM_TIMEOUT_SECONDS", "0", "LLM_TIMEOUT_SECONDS must be positive"),
+    ],
+)
+def test_unusable_text_and_chat_settings_are_named(name: str, value: str, words: str) -> None:
+    with pytest.raises(SettingsError, match=words):
+        Settings.from_env({name: value})
