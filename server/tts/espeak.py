@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ class EspeakTts(TextToSpeech):
         self._voice = voice or DEFAULT_VOICE
         self.timeout_seconds = timeout_seconds
         self._executable = executable or shutil.which(EXECUTABLE)
+        self._voice_list: tuple[str, ...] | None = None
 
     def unavailable_reason(self) -> str | None:
         if self._executable is None:
@@ -44,10 +44,12 @@ class EspeakTts(TextToSpeech):
         return self._voice
 
     def voices(self) -> list[str]:
-        return list(self._voice_names())
+        if self._voice_list is None:
+            self._voice_list = self._list_voices()
+        return list(self._voice_list)
 
-    @functools.cache
-    def _voice_names(self) -> tuple[str, ...]:
+    def _list_voices(self) -> tuple[str, ...]:
+        """The language codes and voice files `espeak-ng --voices` lists (`-v` takes both)."""
         if self._executable is None:
             return ()
         try:
