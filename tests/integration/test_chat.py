@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import make_settings, running_app
 from tests.fake_openai import PAUSE, FakeOpenAiServer, Script
 from tests.integration.test_busy_policy import connected_session, wait_for
+from tests.live_server import LiveServer
+from tests.sse_client import EventStream, read_events
 from tests.webrtc_client import ClientPeer
 
 pytestmark = [
@@ -214,3 +216,35 @@ async def test_a_too_long_message_is_422() -> None:
             response = await chat(http, sid, "This message is too long.")
     assert response.status_code == 422 and "CHAT_MAX_MESSAGE_CHARS" in response.json()["detail"]
     assert not fake.service.chat_requests
+
+
+async def test_a_backend_listening_to_the_event_stream_gets_the_chat_text() -> None:
+    with FakeOpenAiServer() as fake:
+        fake.service.script = Script(reply="One two three. Four five.")
+        settings = make_settings(llm_url=fake.url, llm_model="tiny")
+        live = LiveServer(settings, host="127.0.0.1").start()
+        try:
+            async with httpx.AsyncClient(base_url=live.url, timeout=15) as http:
+                sid, peer = await connected_session(http)
+                stream = EventStream()
+                reader = asyncio.ensure_future(read_events(http, sid, stream))
+                try:
+                    await stream.wait_for("state", timeout=5)
+                    response = await chat(http, sid, "Count.")
+                    await stream.wait_for("chat_reply", timeout=5)
+                    await peer.wait_for_event("chat_reply", timeout=5)
+                finally:
+                    await peer.close()
+                    reader.cancel()
+                    await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            live.stop()
+    assert response.status_code == 200, response.text
+    deltas = stream.of_type("chat_delta")
+    assert "".join(e["text"] for e in deltas) == response.json()["reply"]
+    assert [e["_event"] for e in deltas[:1]] == ["chat_delta"]
+    (reply,) = stream.of_type("chat_reply")
+    assert reply["text"] == response.json()["reply"]
+    # The same events, with the same numbers, as on the peer's data channel.
+    on_channel = {e["seq"]: e["type"] for e in peer.received.events if e["type"].startswith("chat_")}
+    assert {e["seq"]: e["type"] for e in deltas + [reply]} == on_channel
