@@ -35,6 +35,8 @@ class Script:
     reply: str = "Hello there. I am fine."
     pause_seconds: float = 0.0
     word_delay_seconds: float = 0.0
+    whole: bool = False
+    """Answer one JSON chat.completion, ignoring `stream` (as some services do)."""
     failure: str | None = None
     """None, 'status' (HTTP 500), 'garbage' (not a stream), 'bad-chunk' (broken JSON
     mid-stream), 'error-event' (an error object in the stream)."""
@@ -62,6 +64,11 @@ class FakeOpenAi:
                 return JSONResponse({"error": {"message": "the model is overloaded"}}, 500)
             if script.failure == "garbage":
                 return PlainTextResponse("<html>Bad gateway</html>", media_type="text/event-stream")
+            if script.whole:
+                message = {"role": "assistant", "content": script.reply.replace(PAUSE, "")}
+                return JSONResponse(
+                    {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+                )
             return StreamingResponse(self._chunks(script), media_type="text/event-stream")
 
         @app.post("/v1/audio/speech")

@@ -19,9 +19,9 @@ from server.chat.conversation import Conversation
 from server.chat.llm import ChatCompletions, LlmError
 from server.chat.sentences import DEFAULT_MAX_CHARS, SentenceSplitter
 from server.refusal import Refusal
+from server.sessions.events import EventListener
 from server.sessions.queue import QueueFullError, SpeechMode
 from server.sessions.session import Session
-from server.sessions.events import EventListener
 from server.sessions.text_speech import SpokenText, speak_text
 from server.tts.engine import TextToSpeech
 from server.tts.ssml import speakable_text
@@ -93,10 +93,7 @@ class ChatTurn:
         async with events.listen() as listener:
             reader = asyncio.create_task(self._read_reply(message, result, sentences))
             speaker = asyncio.create_task(self._speak_all(sentences, result, mine))
-            # A failed synthesis ends the reading; a stopped turn ends both.
-            speaker.add_done_callback(
-                lambda task: task.cancelled() or task.exception() is None or reader.cancel()
-            )
+            speaker.add_done_callback(lambda task: _stop_reading_if_failed(task, reader))
             watcher = asyncio.create_task(self._watch(listener, mine, stopped, (reader, speaker)))
             try:
                 for task in (reader, speaker):
@@ -195,6 +192,12 @@ class ChatTurn:
                 for task in tasks:
                     task.cancel()
                 return
+
+
+def _stop_reading_if_failed(speaker: asyncio.Task[None], reader: asyncio.Task[None]) -> None:
+    """A failed synthesis ends the turn: the rest of the reply is not read."""
+    if not speaker.cancelled() and speaker.exception() is not None:
+        reader.cancel()
 
 
 def _being_cancelled() -> bool:

@@ -38,6 +38,9 @@ class EspeakTts(TextToSpeech):
                 "espeak-ng package (./scripts/setup.sh does it when run as root), or choose "
                 "another TTS_ENGINE."
             )
+        known = self.voices()
+        if known and self._voice not in known:
+            return f"TTS_VOICE={self._voice!r} is not an espeak-ng voice (see espeak-ng --voices)."
         return None
 
     def default_voice(self) -> str:

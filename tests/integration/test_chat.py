@@ -163,6 +163,15 @@ async def test_a_failing_llm_is_502_with_a_sentence_and_the_session_works_on(
     ]
 
 
+async def test_a_service_that_answers_one_completion_instead_of_a_stream_is_spoken_too() -> None:
+    with FakeOpenAiServer() as fake:
+        fake.service.script = Script(reply="Not streamed. Still spoken.", whole=True)
+        async with chat_session(fake) as (http, sid, peer):
+            response = await chat(http, sid, "Hello?")
+    assert response.status_code == 200, response.text
+    assert [s["text"] for s in response.json()["sentences"]] == ["Not streamed.", "Still spoken."]
+
+
 async def test_an_unreachable_llm_is_502() -> None:
     with FakeOpenAiServer() as fake:
         url = fake.url
