@@ -221,9 +221,14 @@ class AvatarDeleted(BaseModel):
     state: Literal["deleted"] = "deleted"
 
 
+VOICE_MAX_CHARS = 100
+
+
 class SayRequest(BaseModel):
     text: str = Field(description="Plain text or SSML; markup is removed, never spoken.")
-    voice: str | None = Field(default=None, description="A voice of the TTS backend; default TTS_VOICE.")
+    voice: str | None = Field(
+        default=None, max_length=VOICE_MAX_CHARS, description="A voice of the TTS backend; default TTS_VOICE."
+    )
     mode: Literal["reject", "queue", "interrupt"] = "reject"
     keep_queue: bool = Field(default=False, description="With mode=interrupt: keep the queue.")
 
@@ -251,9 +256,11 @@ class ChatRequest(BaseModel):
         default=None,
         description="Replaces the session's system prompt (LLM_SYSTEM_PROMPT) from this turn on.",
     )
-    voice: str | None = None
+    voice: str | None = Field(default=None, max_length=VOICE_MAX_CHARS)
     mode: Literal["reject", "queue", "interrupt"] = Field(
-        default="queue", description="What the first sentence does while the avatar speaks."
+        default="queue",
+        description="What the first sentence does while the avatar speaks; `interrupt` also "
+        "stops a chat turn still running.",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ class Conversation:
         self.max_chars = max_chars
         self._history: deque[Message] = deque()
         self.turn_lock = asyncio.Lock()
-        """Held while a turn runs; a second turn is refused meanwhile."""
+        """Held while a turn runs; a second turn is refused meanwhile, or stops it."""
+        self.running: Any = None
+        """The turn holding `turn_lock` (a `ChatTurn`), for a barge-in to stop."""
 
     @property
     def history(self) -> list[Message]:

@@ -4,8 +4,9 @@ The reply streams in; each sentence is synthesised and queued on the session as 
 it is complete (the first in the turn's `mode`, the rest with `queue`), while the rest
 of the reply is still arriving. Every piece of text is published as a `chat_delta`
 event, the whole reply as `chat_reply` at the end (`chat_error` when the turn fails).
-When one of the turn's utterances is interrupted or dropped (barge-in), the turn stops:
-the LLM stream is closed, nothing more is spoken, and what arrived is the reply.
+When one of the turn's utterances is interrupted or dropped (barge-in), or a new turn in
+mode `interrupt` comes, the turn stops: the LLM stream is closed, nothing more is
+spoken, and what arrived is the reply.
 """
 
 from __future__ import annotations
@@ -69,32 +70,56 @@ class ChatTurn:
     mode: SpeechMode
     max_reply_chars: int
     max_sentence_chars: int
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _tasks: tuple[asyncio.Task[None], ...] = field(default=(), init=False)
 
     async def run(self, message: str) -> TurnResult:
-        """Run the turn; raises LlmError (502/503), TtsFailedError (503), or a 409."""
-        if self.conversation.turn_lock.locked():
-            raise ChatBusyError(
-                "A chat turn is still running in this session: wait for its answer, "
-                "or POST /interrupt to stop it."
-            )
-        async with self.conversation.turn_lock:
+        """Run the turn; raises LlmError (502/503), TtsFailedError (503), or a 409.
+
+        While another turn of the session runs, a turn in mode `interrupt` stops it (as a
+        barge-in would) and starts once it has ended; in another mode it is refused.
+        """
+        conversation = self.conversation
+        if conversation.turn_lock.locked():
+            running = conversation.running
+            if self.mode is not SpeechMode.INTERRUPT or not isinstance(running, ChatTurn):
+                raise ChatBusyError(
+                    "A chat turn is still running in this session: wait for its answer, "
+                    "send this one with mode=interrupt to cut it, or POST /interrupt."
+                )
+            running.stop("a new chat turn with mode=interrupt")
+        async with conversation.turn_lock:
             self.llm.check_available()
             self.tts.check_voice(self.voice)
             self.tts.check_available()
             self.session.check_can_speak(self.mode)
-            return await self._run(message)
+            conversation.running = self
+            try:
+                return await self._run(message)
+            finally:
+                conversation.running = None
+
+    def stop(self, why: str) -> None:
+        """End the turn now: nothing more is read or spoken; it answers what it has."""
+        if not self._stopped.is_set():
+            logger.info("session %s: chat turn stopped (%s)", self.session.id, why)
+        self._stopped.set()
+        for task in self._tasks:
+            task.cancel()
 
     async def _run(self, message: str) -> TurnResult:
         events = self.session.events
         result = TurnResult("")
         mine: set[str] = set()
-        stopped = asyncio.Event()
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         async with events.listen() as listener:
             reader = asyncio.create_task(self._read_reply(message, result, sentences))
             speaker = asyncio.create_task(self._speak_all(sentences, result, mine))
             speaker.add_done_callback(lambda task: _stop_reading_if_failed(task, reader))
-            watcher = asyncio.create_task(self._watch(listener, mine, stopped, (reader, speaker)))
+            self._tasks = (reader, speaker)
+            if self._stopped.is_set():
+                self.stop("stopped before it began")
+            watcher = asyncio.create_task(self._watch(listener, mine))
             try:
                 for task in (reader, speaker):
                     try:
@@ -112,7 +137,7 @@ class ChatTurn:
             finally:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
-        result.interrupted = stopped.is_set()
+        result.interrupted = self._stopped.is_set()
         self.conversation.add_turn(message, result.reply)
         events.publish(
             "chat_reply",
@@ -178,19 +203,10 @@ class ChatTurn:
                 # A long reply: wait for a place rather than fail the turn.
                 await asyncio.sleep(QUEUE_FULL_RETRY_SECONDS)
 
-    async def _watch(
-        self,
-        listener: EventListener,
-        mine: set[str],
-        stopped: asyncio.Event,
-        tasks: tuple[asyncio.Task[None], ...],
-    ) -> None:
+    async def _watch(self, listener: EventListener, mine: set[str]) -> None:
         while (event := await listener.next()) is not None:
             if event.type in STOPPING_EVENTS and event.fields.get("utterance_id") in mine:
-                logger.info("session %s: chat turn stopped (%s)", self.session.id, event.type)
-                stopped.set()
-                for task in tasks:
-                    task.cancel()
+                self.stop(event.type)
                 return
 
 

@@ -207,6 +207,30 @@ async def test_interrupting_the_avatar_stops_the_chat_turn() -> None:
     assert not fake.service.stream_finished_at  # the stream was closed before its end
 
 
+async def test_a_new_chat_in_mode_interrupt_stops_the_running_turn_and_follows_it() -> None:
+    with FakeOpenAiServer() as fake:
+        fake.service.script = Script(
+            reply=f"This first sentence is spoken for a while. {PAUSE}This one never is.",
+            pause_seconds=4,
+        )
+        async with chat_session(fake) as (http, sid, peer):
+            first = asyncio.create_task(chat(http, sid, "Talk to me."))
+            await peer.wait_for_event("speaking_started", timeout=10)
+            fake.service.script = Script(reply="Yes?")
+            second = await asyncio.wait_for(chat(http, sid, "Wait!", mode="interrupt"), timeout=3)
+            first_answer = await first
+    assert first_answer.json()["interrupted"] is True
+    assert second.status_code == 200, second.text
+    cut = second.json()["sentences"][0]
+    assert cut["queue_position"] == 0
+    replies = events_of(peer, "chat_reply")
+    assert [r["interrupted"] for r in replies] == [True, False]
+    # The stopped turn is in the conversation as far as it came.
+    assert [m["content"] for m in fake.service.chat_requests[-1]["messages"]] == [
+        SYSTEM_PROMPT, "Talk to me.", first_answer.json()["reply"], "Wait!",
+    ]
+
+
 async def test_a_second_chat_while_one_runs_is_409() -> None:
     with FakeOpenAiServer() as fake:
         fake.service.script = Script(reply=f"Wait. {PAUSE}Done.", pause_seconds=2)
@@ -217,6 +241,7 @@ async def test_a_second_chat_while_one_runs_is_409() -> None:
             assert (await first).status_code == 200
     assert second.status_code == 409
     assert "chat turn is still running" in second.json()["detail"]
+    assert "mode=interrupt" in second.json()["detail"]
 
 
 async def test_a_too_long_message_is_422() -> None:
