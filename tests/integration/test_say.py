@@ -8,7 +8,6 @@ import socket
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from tests.audio_files import encode, speech_like
