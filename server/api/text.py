@@ -26,6 +26,7 @@ COMMON = {
     404: {"model": ErrorResponse, "description": "Unknown or expired session."},
     409: {"model": BusyResponse, "description": "Still speaking (mode=reject), queue full, or no client connected."},
     422: {"model": ErrorResponse, "description": "Empty or too long text, an unknown voice or mode."},
+    413: {"model": ErrorResponse, "description": "The text's speech is longer than MAX_AUDIO_SECONDS."},
     503: {"model": ErrorResponse, "description": "The TTS backend is unavailable or failed."},
 }
 
@@ -42,7 +43,7 @@ async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccept
     mode = SpeechMode(body.mode)
     spoken = await speak_text(
         session, server.tts, body.text, body.voice, mode, body.keep_queue,
-        server.settings.tts_max_chars,
+        server.settings.tts_max_chars, server.settings.max_audio_seconds,
     )
     admission = spoken.admission
     utterance = admission.utterance
@@ -91,7 +92,7 @@ async def chat(session_id: str, body: ChatRequest, server: ServerDep) -> ChatRep
         session.conversation.system_prompt = body.system_prompt
     turn = ChatTurn(
         session, session.conversation, server.llm, server.tts, body.voice, SpeechMode(body.mode),
-        settings.llm_max_reply_chars, settings.tts_max_chars,
+        settings.llm_max_reply_chars, settings.tts_max_chars, settings.max_audio_seconds,
     )
     result = await turn.run(body.message)
     return ChatReply(

@@ -70,6 +70,7 @@ class ChatTurn:
     mode: SpeechMode
     max_reply_chars: int
     max_sentence_chars: int
+    max_sentence_seconds: float
     _stopped: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tasks: tuple[asyncio.Task[None], ...] = field(default=(), init=False)
 
@@ -197,7 +198,8 @@ class ChatTurn:
         while True:
             try:
                 return await speak_text(
-                    self.session, self.tts, text, self.voice, mode, False, self.max_sentence_chars
+                    self.session, self.tts, text, self.voice, mode, False,
+                    self.max_sentence_chars, self.max_sentence_seconds,
                 )
             except QueueFullError:
                 # A long reply: wait for a place rather than fail the turn.

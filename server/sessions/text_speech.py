@@ -42,15 +42,23 @@ async def speak_text(
     mode: SpeechMode,
     keep_queue: bool,
     max_chars: int,
+    max_seconds: float,
 ) -> SpokenText:
     """Synthesise `text` (off the event loop) and let `session` speak it under `mode`.
 
-    Refuses with 422 (text, voice), 409 (busy, not connected) before synthesising, and
-    503 when the backend cannot speak or fails.
+    Refuses with 422 (text, voice), 409 (busy, not connected) before synthesising, 413
+    when its speech is longer than `max_seconds`, and 503 when the backend cannot speak
+    or fails.
     """
     spoken = checked_text(text, max_chars)
     chosen = tts.check_voice(voice)
     tts.check_available()
     session.check_can_speak(mode)
     speech = await tts.synthesize(spoken, chosen)
+    if speech.duration > max_seconds:
+        raise TextError(
+            f"The text takes {speech.duration:.1f} s to say; the limit is {max_seconds:g} s "
+            "(MAX_AUDIO_SECONDS): send it in several requests.",
+            413,
+        )
     return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))

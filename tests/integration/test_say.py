@@ -120,6 +120,16 @@ async def test_unusable_text_voice_or_mode_is_422(
     assert words in response.json()["detail"]
 
 
+async def test_text_whose_speech_is_longer_than_max_audio_seconds_is_413() -> None:
+    async with running_app(make_settings(max_audio_seconds=1.0)) as http:
+        sid, peer = await connected_session(http)
+        try:
+            response = await say(http, sid, "This sentence takes well over a second to say.")
+        finally:
+            await peer.close()
+    assert response.status_code == 413 and "MAX_AUDIO_SECONDS" in response.json()["detail"]
+
+
 async def test_a_named_espeak_voice_is_used(http: httpx.AsyncClient) -> None:
     sid, peer = await connected_session(http)
     try:
