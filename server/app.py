@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from server.api import avatars, pages, sessions
+from server.api import avatars, monitoring, pages, sessions
+from server.api.docs import install_docs
 from server.api.errors import install_error_handlers
 from server.core import AvatarServer
 from server.settings import Settings
@@ -33,8 +34,11 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
         summary="A lip-synced talking avatar streamed over WebRTC.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves them without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_docs(app)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -46,5 +50,6 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.include_router(sessions.router)
     app.include_router(avatars.router)
     app.include_router(pages.router)
+    app.include_router(monitoring.router)
     app.mount("/player/assets", StaticFiles(directory=pages.PLAYER_DIR), name="player-assets")
     return app

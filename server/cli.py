@@ -15,21 +15,23 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.lipsync.selection import EngineUnavailableError, check_engine
+    from server.logs import configure_logging
 
     try:
         settings = Settings.from_env(host=args.host, port=args.port)
+        level = (args.log_level or settings.log_level).upper()
+        configure_logging(level, settings.log_format)
         check_engine(settings)
     except (SettingsError, EngineUnavailableError) as error:
         print(f"avatar-server: {error}", file=sys.stderr)
         return 2
-    level = (args.log_level or settings.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     logging.getLogger("server").info(
         "open http://%s:%d/ to try the avatar (API docs: /docs)", shown_host, args.port
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=level.lower())
+    # log_config=None: uvicorn leaves logging as configure_logging set it.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=level.lower(), log_config=None)
     return 0
 
 

@@ -11,6 +11,7 @@ from server.avatars.storage import load_prepared, remove_leftovers
 from server.avatars.store import AvatarStore
 from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
+from server.metrics import ServerMetrics
 from server.sessions.registry import SessionRegistry
 from server.settings import Settings
 
@@ -29,13 +30,26 @@ class AvatarServer:
         self.preparer = Preparer.from_settings(settings)
         self.avatars = AvatarStore(self.worker, self.preparer)
         self.preparations = PreparationJobs(self.preparer, self._precompute)
-        self.sessions = SessionRegistry(settings, self.worker, self.avatars)
+        self.metrics = ServerMetrics()
+        self.sessions = SessionRegistry(settings, self.worker, self.avatars, self.metrics)
+        self.metrics.watch(self.sessions, self.worker, settings.max_sessions)
+        self.accepting = False
+        """Whether new sessions are taken: from `start()` until `close()` begins."""
 
     async def start(self) -> None:
         folder = self.settings.avatars_dir
         for name in remove_leftovers(folder):
             logger.info("removed %s, left in %s by an interrupted preparation", name, folder)
         self.sessions.start()
+        self.accepting = True
+
+    def unready_reason(self) -> str | None:
+        """Why the server cannot serve new sessions now (`/ready`), or None when it can."""
+        if not self.accepting:
+            return "The server is starting or shutting down."
+        if not self.worker.running:
+            return f"The render worker of the {self.engine.name} engine has stopped."
+        return None
 
     async def _precompute(self, preparation: Preparation) -> None:
         """Let the engine compute what a new avatar needs (MuseTalk's latents) right away,
@@ -44,6 +58,7 @@ class AvatarServer:
         await self.worker.call(self.engine.precompute, avatar)
 
     async def close(self) -> None:
+        self.accepting = False
         await self.sessions.close_all()
         await self.preparations.close()
         self.worker.close()

@@ -88,6 +88,8 @@ class Settings:
     """Share of frames allowed without a detected face; they borrow a neighbour's box."""
 
     log_level: str = _env("LOG_LEVEL", default="info")
+    log_format: str = _env("LOG_FORMAT", default="text")
+    """`text` lines, or `json`: one object per line, with `session_id` as a field."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,6 +97,8 @@ class Settings:
             problems.append("LIPSYNC_ENGINE must be one of auto, demo, musetalk")
         if self.musetalk_version not in ("auto", "1.5", "1.0"):
             problems.append("MUSETALK_VERSION must be one of auto, 1.5, 1.0")
+        if self.log_format not in ("text", "json"):
+            problems.append("LOG_FORMAT must be one of text, json")
         if self.musetalk_audio_window not in ("centred", "musetalk"):
             problems.append("MUSETALK_AUDIO_WINDOW must be one of centred, musetalk")
         for name in (

@@ -187,3 +187,10 @@ class AvatarList(BaseModel):
 class AvatarDeleted(BaseModel):
     avatar_id: str
     state: Literal["deleted"] = "deleted"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    engine: str
+    sessions: int
+    max_sessions: int

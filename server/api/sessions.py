@@ -26,6 +26,7 @@ from server.api.schemas import (
 from server.api.uploads import FILE_PROPERTY, multipart_body, read_upload
 from server.core import AvatarServer
 from server.media.audio_input import decode_audio
+from server.refusal import Refusal
 from server.sessions.session import Session, SessionParams
 
 router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
@@ -120,8 +121,12 @@ async def stream(session_id: str, request: Request, server: ServerDep) -> Stream
     session = _session(server, session_id)
     session.check_can_speak()  # refuse before reading a body that cannot be used
     settings = server.settings
-    data, _ = await read_upload(request, AUDIO_FIELD, settings.max_upload_bytes)
-    decoded = await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
+    try:
+        data, _ = await read_upload(request, AUDIO_FIELD, settings.max_upload_bytes)
+        decoded = await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
+    except Refusal as error:
+        server.metrics.upload_refused(error)
+        raise
     utterance = session.speak(decoded.samples)
     return StreamAccepted(
         session_id=session.id,

@@ -48,6 +48,8 @@ class SyncStats:
     """Video frames that repeated an older frame because theirs was not rendered yet."""
     video_frames_held: int = 0
     """Video frames held back because the audio was sent more than max lag behind them."""
+    speech_seconds: float = 0.0
+    """Seconds of speech audio sent."""
     last_start_delay: float | None = None
     """Seconds from accepting the last utterance to its first audible sample."""
 
@@ -262,6 +264,7 @@ class Playout:
         self._anchor = _Anchor(t, seconds, holding=False)
         samples = utterance.samples[position : position + AUDIO_SAMPLES_PER_FRAME]
         self._position = position + AUDIO_SAMPLES_PER_FRAME
+        self.stats.speech_seconds += len(samples) / AUDIO_SAMPLE_RATE
         if self._position >= len(utterance.samples):
             self._finish(utterance, t + len(samples) / AUDIO_SAMPLE_RATE)
         if len(samples) < AUDIO_SAMPLES_PER_FRAME:

@@ -21,6 +21,7 @@ from server.media.playout import Playout, PlayoutEvent, PlayoutEventKind, SyncSe
 from server.media.rtc import parse_candidate, restrict_host_addresses, rtc_configuration
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
+from server.metrics import ServerMetrics
 from server.sessions.speech import render_utterance
 from server.refusal import Refusal
 from server.settings import Settings
@@ -71,8 +72,12 @@ class Session:
         worker: LipSyncWorker,
         settings: Settings,
         on_lost: Callable[[Session, str], Awaitable[None]],
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
+        # Lines about this session carry its id as a field (LOG_FORMAT=json).
+        self._log = logging.LoggerAdapter(logger, {"session_id": self.id})
+        self._metrics = metrics or ServerMetrics()
         self.params = params
         self.avatar = avatar
         self.created_at = time.time()
@@ -206,7 +211,7 @@ class Session:
                 await self._drop_connection("negotiation failed")
                 raise NegotiationError(f"The offer could not be used: {error}") from None
             self._cancel_grace()
-            logger.info("session %s: answered offer (connection %d)", self.id, self.connections)
+            self._log.info("session %s: answered offer (connection %d)", self.id, self.connections)
             return pc.localDescription
 
     async def add_candidate(self, init: dict[str, Any]) -> None:
@@ -251,7 +256,7 @@ class Session:
             )
         )
         self.touch()
-        logger.info(
+        self._log.info(
             "session %s: utterance %s, %.2f s, %d frames",
             self.id, utterance.id, utterance.duration, utterance.frame_count,
         )
@@ -272,7 +277,7 @@ class Session:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        logger.info("session %s closed: %s", self.id, reason)
+        self._log.info("session %s closed: %s", self.id, reason)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -283,14 +288,14 @@ class Session:
         self._channels.clear()
         if pc is not None:
             self.playout.cancel()
-            logger.info("session %s: closing peer connection (%s)", self.id, reason)
+            self._log.info("session %s: closing peer connection (%s)", self.id, reason)
             await pc.close()
 
     def _on_connection_state(self, pc: RTCPeerConnection) -> None:
         if pc is not self._pc:
             return
         state = pc.connectionState
-        logger.info("session %s: connection %s", self.id, state)
+        self._log.info("session %s: connection %s", self.id, state)
         if state == "connected":
             self._cancel_grace()
         elif state in ("failed", "closed"):
@@ -328,6 +333,8 @@ class Session:
     def _on_playout_event(self, event: PlayoutEvent) -> None:
         if event.kind is not PlayoutEventKind.SPEAKING_STARTED:
             self.touch()
+        elif self.playout.stats.last_start_delay is not None:
+            self._metrics.speech_started(self.playout.stats.last_start_delay)
         self._send_event(
             {
                 "type": event.kind.value,

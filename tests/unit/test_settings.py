@@ -74,3 +74,10 @@ def test_avatar_limits_are_read_and_checked() -> None:
         Settings.from_env({"AVATAR_MIN_VIDEO_SECONDS": "90"})
     with pytest.raises(SettingsError, match="AVATAR_MAX_FACELESS_SHARE"):
         Settings.from_env({"AVATAR_MAX_FACELESS_SHARE": "1"})
+
+
+def test_log_format_is_text_or_json() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(SettingsError, match="LOG_FORMAT must be one of text, json"):
+        Settings.from_env({"LOG_FORMAT": "xml"})
