@@ -131,7 +131,9 @@ def _form_mode(fields: dict[str, str], query: SpeechMode | None) -> SpeechMode:
             f"Unknown mode {value!r}: use one of {', '.join(m.value for m in SpeechMode)}."
         ) from None
     if query is not None and mode is not query:
-        raise SpeechOptionError(f"The query says mode={query.value} and the form mode={mode.value}: give one.")
+        raise SpeechOptionError(
+            f"The query says mode={query.value} and the form mode={mode.value}: give one."
+        )
     return mode
 
 

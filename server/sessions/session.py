@@ -25,7 +25,7 @@ from server.sessions.events import EventFanout, SessionEvent
 from server.sessions.queue import (
     INTERRUPTED,
     Admission,
-    BusyError,
+    BusyError,  # noqa: F401 - the 409 of speaking, where it was before the queue
     Interruption,
     SpeechMode,
     SpeechQueue,
@@ -64,9 +64,6 @@ class NegotiationError(SessionError):
 
 class SessionClosedError(SessionError):
     status = 404
-
-
-__all__ = ["BusyError", "Session", "SessionError", "SessionParams", "SpeechMode"]
 
 
 class Session:
