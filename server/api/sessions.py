@@ -187,7 +187,10 @@ async def stream(
     session.check_can_speak(mode)  # refuse before reading a body that cannot be used
     settings = server.settings
     upload = await read_upload_form(request, AUDIO_FIELD, settings.max_upload_bytes)
+    checked = mode is not None
     mode = _form_mode(upload.fields, mode)
+    if not checked:  # the mode came with the form: refuse before decoding
+        session.check_can_speak(mode)
     keep = _form_flag(upload.fields, KEEP_QUEUE_FIELD, keep_queue)
     decoded = await asyncio.to_thread(decode_audio, upload.data, settings.max_audio_seconds)
     admission = session.speak(decoded.samples, mode, keep)

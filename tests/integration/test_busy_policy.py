@@ -285,8 +285,9 @@ async def test_after_a_cut_the_video_returns_to_idle_from_the_frame_it_was_on(ht
     assert max(v.mouth_dark for v in around[9:]) < OPEN_MOUTH  # idle after the cut
     indices = avatar_indices([v.image for v in around], frames)
     steps = np.abs(np.diff(indices))
-    # At 15 fps playback of a 10 fps counter the avatar frame moves by 0 or 1 per frame.
-    assert steps.max() <= 1, indices
+    # At 15 fps playback of a 10 fps counter the avatar frame moves by 0 or 1 per frame
+    # (2 where a loaded machine skips a video frame); resuming from anywhere else jumps.
+    assert steps.max() <= 2, indices
     assert len(set(indices[9:])) > 1, indices  # and the idle loop keeps moving
 
 
