@@ -74,3 +74,15 @@ def test_avatar_limits_are_read_and_checked() -> None:
         Settings.from_env({"AVATAR_MIN_VIDEO_SECONDS": "90"})
     with pytest.raises(SettingsError, match="AVATAR_MAX_FACELESS_SHARE"):
         Settings.from_env({"AVATAR_MAX_FACELESS_SHARE": "1"})
+
+
+def test_queue_and_event_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {"MAX_QUEUED_UTTERANCES": "3", "EVENTS_LISTENER_BACKLOG": "10", "EVENTS_HEARTBEAT_SECONDS": "5"}
+    )
+    assert (settings.max_queued_utterances, settings.events_listener_backlog) == (3, 10)
+    assert settings.events_heartbeat_seconds == 5.0
+    with pytest.raises(SettingsError, match="MAX_QUEUED_UTTERANCES must not be negative"):
+        Settings.from_env({"MAX_QUEUED_UTTERANCES": "-1"})
+    with pytest.raises(SettingsError, match="EVENTS_HEARTBEAT_SECONDS must be positive"):
+        Settings.from_env({"EVENTS_HEARTBEAT_SECONDS": "0"})
