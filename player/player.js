@@ -291,6 +291,7 @@
         setSpeaking(true, message.utterance_id);
         break;
       case "speaking_ended":
+      case "utterance_interrupted":
       case "utterance_cancelled":
         setSpeaking(false, message.utterance_id);
         break;

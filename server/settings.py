@@ -54,6 +54,12 @@ class Settings:
         "SESSION_RECONNECT_GRACE_SECONDS", default=20.0
     )
     """How long a session whose peer connection failed or closed waits for a new offer."""
+    max_queued_utterances: int = _env("MAX_QUEUED_UTTERANCES", default=16)
+    """Utterances a session keeps waiting behind the one playing (`mode=queue`)."""
+    events_listener_backlog: int = _env("EVENTS_LISTENER_BACKLOG", default=256)
+    """Events kept for a slow event-stream listener; beyond it its oldest are dropped."""
+    events_heartbeat_seconds: float = _env("EVENTS_HEARTBEAT_SECONDS", default=15.0)
+    """How often an idle event stream sends a comment, so proxies keep it open."""
 
     # Uploads
     max_upload_bytes: int = _env("MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
@@ -109,11 +115,15 @@ class Settings:
             if not 0 <= getattr(self, name) <= 5:
                 problems.append(f"{_env_name(name)} must be between 0 and 5 seconds")
         for name in (
-            "max_sessions", "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side"
+            "max_sessions", "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side",
+            "events_listener_backlog",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{_env_name(name)} must be at least 1")
-        for name in ("session_idle_ttl_seconds", "max_audio_seconds", "avatar_max_video_seconds"):
+        for name in (
+            "session_idle_ttl_seconds", "max_audio_seconds", "avatar_max_video_seconds",
+            "events_heartbeat_seconds",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{_env_name(name)} must be positive")
         if not 0 <= self.avatar_min_video_seconds <= self.avatar_max_video_seconds:
@@ -124,6 +134,8 @@ class Settings:
             problems.append("AVATAR_MAX_FACELESS_SHARE must be at least 0 and below 1")
         if self.session_reconnect_grace_seconds < 0:
             problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
+        if self.max_queued_utterances < 0:
+            problems.append("MAX_QUEUED_UTTERANCES must not be negative")
         if self.lipsync_max_batch < 0:
             problems.append("LIPSYNC_MAX_BATCH must not be negative")
         if problems:

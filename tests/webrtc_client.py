@@ -25,6 +25,7 @@ from server.media.rtc import restrict_host_addresses
 AUDIO_RATE = 48_000
 VIDEO_RATE = 90_000
 NTP_EPOCH_SHIFT = 2**32
+NTP_UNIX_OFFSET = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix one (1970)
 
 # The demo avatar's mouth, in pixels of its 512 x 512 frames (it sways a few pixels).
 MOUTH_BOX = (200, 300, 312, 390)  # x1, y1, x2, y2
@@ -261,6 +262,27 @@ class SenderTimeline:
     def video_time(self, pts: int) -> float:
         rtp = (self._video_origin + pts) % 2**32
         return self._video.ntp - self._origin + _unwrap(rtp, self._video.rtp) / VIDEO_RATE
+
+    def sender_time(self, unix_time: float) -> float:
+        """A `time.time()` instant on this timeline (the sender's clock is this machine's)."""
+        return unix_time + NTP_UNIX_OFFSET - self._origin
+
+
+def last_loud_sample(
+    received: Received, timeline: SenderTimeline, start: float, end: float, threshold: float = 0.05
+) -> float | None:
+    """Sender time of the last received sample louder than `threshold` in [start, end)."""
+    last = None
+    for sample in received.audio:
+        t0 = timeline.audio_time(sample.pts)
+        if t0 + len(sample.samples) / AUDIO_RATE < start or t0 >= end:
+            continue
+        times = t0 + np.arange(len(sample.samples)) / AUDIO_RATE
+        loud = (np.abs(sample.samples) > threshold) & (times >= start) & (times < end)
+        if loud.any():
+            t = float(times[np.flatnonzero(loud)[-1]])
+            last = t if last is None else max(last, t)
+    return last
 
 
 def audio_envelope(received: Received, timeline: SenderTimeline, window: float = 0.005) -> tuple[np.ndarray, np.ndarray]:

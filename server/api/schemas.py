@@ -73,6 +73,14 @@ class AudioSource(BaseModel):
     channels: int
 
 
+class CutUtterance(BaseModel):
+    """An utterance stopped before its end."""
+
+    utterance_id: str
+    played_seconds: float = Field(description="Seconds of its audio that were sent.")
+    duration_seconds: float
+
+
 class StreamAccepted(BaseModel):
     session_id: str
     utterance_id: str
@@ -80,6 +88,29 @@ class StreamAccepted(BaseModel):
     frame_count: int
     chunk_count: int
     source: AudioSource
+    mode: Literal["reject", "queue", "interrupt"]
+    queue_position: int = Field(
+        description="0: it plays next, nothing before it; n: n utterances play before it."
+    )
+    interrupted: CutUtterance | None = Field(
+        default=None, description="The utterance `mode=interrupt` cut, if one was playing."
+    )
+    dropped_utterance_ids: list[str] = Field(
+        default_factory=list, description="Queued utterances `mode=interrupt` dropped."
+    )
+
+
+class InterruptResult(BaseModel):
+    session_id: str
+    interrupted: CutUtterance | None = Field(description="What was cut; null when nothing played.")
+    dropped_utterance_ids: list[str] = Field(description="Queued utterances dropped, never played.")
+    queued: int = Field(description="Utterances still queued (with `keep_queue`), next to play.")
+
+
+class QueuedUtterance(BaseModel):
+    utterance_id: str
+    position: int
+    duration_seconds: float
 
 
 class UtteranceInfo(BaseModel):
@@ -118,6 +149,7 @@ class SessionInfo(SessionParameters):
     created_at: float
     expires_in_seconds: float
     utterance: UtteranceInfo | None
+    queue: list[QueuedUtterance] = Field(description="What plays after `utterance`, in order.")
     sync: SyncInfo
     media: MediaInfo
 

@@ -7,31 +7,40 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from server.api.dependencies import ServerDep
+from server.api.event_stream import MEDIA_TYPE, event_stream_response
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
     CHUNK_DURATION_RANGE,
     FPS_RANGE,
     ID_PATTERN,
     BusyResponse,
+    CutUtterance,
     ErrorResponse,
     IceCandidate,
+    InterruptResult,
     SessionCreated,
     SessionDescription,
     SessionEnded,
     SessionInfo,
     StreamAccepted,
 )
-from server.api.uploads import FILE_PROPERTY, multipart_body, read_upload
+from server.api.uploads import FILE_PROPERTY, multipart_body, read_upload_form
 from server.core import AvatarServer
 from server.media.audio_input import decode_audio
 from server.refusal import Refusal
+from server.sessions.queue import Cut, SpeechMode
 from server.sessions.session import Session, SessionParams
 
 router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
 
 AUDIO_FIELD = "audio_file"
+MODE_FIELD = "mode"
+KEEP_QUEUE_FIELD = "keep_queue"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired session."}}
 
@@ -103,31 +112,97 @@ async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) 
     await _session(server, session_id).add_candidate(body.model_dump())
 
 
+class SpeechOptionError(Refusal):
+    status = 422
+
+
+def _cut(cut: Cut | None) -> CutUtterance | None:
+    return None if cut is None else CutUtterance(**vars(cut))
+
+
+def _form_mode(fields: dict[str, str], query: SpeechMode | None) -> SpeechMode:
+    value = fields.get(MODE_FIELD)
+    if value is None:
+        return query or SpeechMode.REJECT
+    try:
+        mode = SpeechMode(value.strip().lower())
+    except ValueError:
+        raise SpeechOptionError(
+            f"Unknown mode {value!r}: use one of {', '.join(m.value for m in SpeechMode)}."
+        ) from None
+    if query is not None and mode is not query:
+        raise SpeechOptionError(
+            f"The query says mode={query.value} and the form mode={mode.value}: give one."
+        )
+    return mode
+
+
+def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
+    value = fields.get(name)
+    if value is None:
+        return bool(query)
+    word = value.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise SpeechOptionError(f"The field {name!r} must be true or false, not {value!r}.")
+    return word in TRUE_WORDS
+
+
 @router.post(
     "/{session_id}/stream",
     response_model=StreamAccepted,
-    openapi_extra=multipart_body({AUDIO_FIELD: FILE_PROPERTY}, required=[AUDIO_FIELD]),
+    openapi_extra=multipart_body(
+        {
+            AUDIO_FIELD: FILE_PROPERTY,
+            MODE_FIELD: {"type": "string", "enum": [m.value for m in SpeechMode]},
+            KEEP_QUEUE_FIELD: {"type": "boolean"},
+        },
+        required=[AUDIO_FIELD],
+    ),
     responses={
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},
-        409: {"model": BusyResponse, "description": "Still speaking, or no client connected."},
+        409: {
+            "model": BusyResponse,
+            "description": "Still speaking (mode=reject), the queue is full, or no client connected.",
+        },
         413: {"model": ErrorResponse, "description": "Upload too large or audio too long."},
         415: {"model": ErrorResponse, "description": "Not audio, or not multipart."},
-        422: {"model": ErrorResponse, "description": "No `audio_file` field."},
+        422: {"model": ErrorResponse, "description": "No `audio_file` field, or an unknown mode."},
     },
 )
-async def stream(session_id: str, request: Request, server: ServerDep) -> StreamAccepted:
-    """Make the avatar speak the uploaded audio (multipart field `audio_file`)."""
+async def stream(
+    session_id: str,
+    request: Request,
+    server: ServerDep,
+    mode: Annotated[SpeechMode | None, Query(description="reject (default), queue or interrupt")] = None,
+    keep_queue: Annotated[bool | None, Query(description="with mode=interrupt: keep the queue")] = None,
+) -> StreamAccepted:
+    """Make the avatar speak the uploaded audio (multipart field `audio_file`).
+
+    `mode` (query or form field) says what happens while it speaks: `reject` (409),
+    `queue` (after what is queued) or `interrupt` (cut it and speak now). In the query,
+    a refusal comes before the upload is read.
+    """
     session = _session(server, session_id)
-    session.check_can_speak()  # refuse before reading a body that cannot be used
+    session.check_can_speak(mode)  # refuse before reading a body that cannot be used
     settings = server.settings
     try:
-        data, _ = await read_upload(request, AUDIO_FIELD, settings.max_upload_bytes)
-        decoded = await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
+        upload = await read_upload_form(request, AUDIO_FIELD, settings.max_upload_bytes)
     except Refusal as error:
         server.metrics.upload_refused(error)
         raise
-    utterance = session.speak(decoded.samples)
+    checked = mode is not None
+    mode = _form_mode(upload.fields, mode)
+    if not checked:  # the mode came with the form: refuse before decoding
+        session.check_can_speak(mode)
+    keep = _form_flag(upload.fields, KEEP_QUEUE_FIELD, keep_queue)
+    try:
+        decoded = await asyncio.to_thread(decode_audio, upload.data, settings.max_audio_seconds)
+    except Refusal as error:
+        server.metrics.upload_refused(error)
+        raise
+    admission = session.speak(decoded.samples, mode, keep)
+    utterance = admission.utterance
     return StreamAccepted(
         session_id=session.id,
         utterance_id=utterance.id,
@@ -140,6 +215,46 @@ async def stream(session_id: str, request: Request, server: ServerDep) -> Stream
             "sample_rate": decoded.source_rate,
             "channels": decoded.source_channels,
         },
+        mode=mode.value,
+        queue_position=admission.position,
+        interrupted=_cut(admission.cut),
+        dropped_utterance_ids=admission.dropped,
+    )
+
+
+@router.post("/{session_id}/interrupt", response_model=InterruptResult, responses=NOT_FOUND)
+async def interrupt(
+    session_id: str,
+    server: ServerDep,
+    keep_queue: Annotated[bool, Query(description="play the queued utterances next")] = False,
+) -> InterruptResult:
+    """Stop what the avatar says now (on the next audio frame) and drop the queue,
+    unless `keep_queue`; on an idle session this is a no-op (`interrupted` null)."""
+    session = _session(server, session_id)
+    result = session.interrupt(keep_queue)
+    return InterruptResult(
+        session_id=session.id,
+        interrupted=_cut(result.cut),
+        dropped_utterance_ids=result.dropped,
+        queued=result.queued,
+    )
+
+
+@router.get(
+    "/{session_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **NOT_FOUND,
+        200: {"content": {MEDIA_TYPE: {}}, "description": "Server-sent events until the session ends."},
+    },
+)
+async def events(session_id: str, server: ServerDep) -> StreamingResponse:
+    """The session's events as server-sent events: its state first, then every event
+    as it happens (`event:` the type, `id:` its number, `data:` its JSON), a comment
+    line as a heartbeat; the stream ends when the session ends."""
+    session = _session(server, session_id)
+    return event_stream_response(
+        session.events, session.state_event, server.settings.events_heartbeat_seconds
     )
 
 

@@ -45,14 +45,30 @@ async def read_upload(request: Request, field: str, max_bytes: int) -> tuple[byt
     Raises `UploadError`: 413 past `max_bytes`, 415 for another content type, 422 when
     the field is missing or is not a file.
     """
+    upload = await read_upload_form(request, field, max_bytes)
+    return upload.data, upload.filename
+
+
+@dataclass(frozen=True)
+class ReadUpload:
+    """A file field read into memory, with the form's text fields."""
+
+    data: bytes
+    filename: str | None
+    fields: dict[str, str]
+
+
+async def read_upload_form(request: Request, field: str, max_bytes: int) -> ReadUpload:
+    """`read_upload`, with the form's text fields too."""
     async with _multipart_form(request, field, max_bytes) as form:
         upload = _file(form, field)
+        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
         data = bytearray()
         while block := await upload.read(READ_BLOCK_BYTES):
             data += block
             if len(data) > max_bytes:
                 raise _too_large(max_bytes)
-        return bytes(data), upload.filename
+        return ReadUpload(bytes(data), upload.filename, fields)
 
 
 async def save_upload(

@@ -65,6 +65,14 @@ class PlayoutEvent:
     kind: PlayoutEventKind
     utterance_id: str
     media_time: float
+    played_seconds: float = 0.0
+    """Seconds of the utterance's audio sent (all of it once it ended)."""
+    reason: str | None = None
+    """Why it was cancelled (`cancel`'s reason)."""
+    duration_seconds: float = 0.0
+    start_delay: float | None = None
+    """For speaking_started: seconds from acceptance to this first audible sample, when
+    that measures rendering (not for an utterance that waited behind another)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,11 @@ class Playout:
     During speech the audio is the master: each audio frame records an anchor (media
     time, utterance position) and each video frame shows the rendered frame for the
     position the audio is at at that frame's media time.
+
+    One utterance may be *staged* behind the current one (`stage`): it is rendered from
+    the counter the current one ends on, and starts on the audio frame right after the
+    current one's last, with no idle frame or silence in between once its first frames
+    are rendered. What waits further back is the session's queue's business.
     """
 
     def __init__(
@@ -115,6 +128,8 @@ class Playout:
         self._on_event = on_event
         self._idle_anchor = (0.0, 0)  # (media time, avatar counter)
         self._utterance: Utterance | None = None
+        self._upcoming: Utterance | None = None
+        self._measure_start = True  # whether the current one's start delay is measured
         self._anchor: _Anchor | None = None
         self._position = 0  # samples of the current utterance sent
         self._holding = False
@@ -145,14 +160,42 @@ class Playout:
         """The utterance pending or playing, if any."""
         return self._utterance
 
+    @property
+    def upcoming(self) -> Utterance | None:
+        """The utterance staged to start right after the current one, if any."""
+        return self._upcoming
+
     def next_start_counter(self) -> int:
         """The avatar counter the next utterance should start from, if accepted now."""
         now = self.clock.now()
         return max(self._idle_counter(now), self._idle_counter(now + self._start_delay))
 
+    def counter_after_current(self) -> int:
+        """The avatar counter right after the current utterance's last frame."""
+        if self._utterance is None:
+            raise RuntimeError("no utterance is pending or playing")
+        return self._utterance.start_counter + self._utterance.frame_count
+
     def accept(self, utterance: Utterance) -> None:
         if self._utterance is not None:
             raise RuntimeError("an utterance is already pending or playing")
+        self._make_current(utterance)
+        self._measure_start = True
+
+    def stage(self, utterance: Utterance) -> None:
+        """Play `utterance` right after the current one; place it at `counter_after_current`."""
+        if self._utterance is None:
+            raise RuntimeError("nothing is pending or playing to follow")
+        if self._upcoming is not None:
+            raise RuntimeError("an utterance is already staged")
+        self._upcoming = utterance
+
+    def unstage(self) -> Utterance | None:
+        """Take the staged utterance back (its frames follow a counter that no longer holds)."""
+        utterance, self._upcoming = self._upcoming, None
+        return utterance
+
+    def _make_current(self, utterance: Utterance) -> None:
         utterance.accepted_at = self.clock.now()
         self._utterance = utterance
         self._anchor = None
@@ -183,16 +226,25 @@ class Playout:
             utterance.start_time = start
             self._anchor = _Anchor(start, 0.0, holding=False)
 
-    def cancel(self) -> None:
-        """Drop the current utterance; the idle loop continues from where it was."""
+    def cancel(self, reason: str = "cancelled") -> PlayoutEvent | None:
+        """Drop the current utterance at once: the next audio frame is silence, and the
+        idle loop continues from the frame it was on. The staged one is unstaged too.
+
+        The avatar counter keeps the pace speech had: the video shows the counter of the
+        frame on screen until that frame's time is over, then the idle frames after it.
+        """
+        self._upcoming = None
         utterance = self._utterance
         if utterance is None:
-            return
+            return None
         now = self.clock.now()
+        played = 0.0
         if utterance.state is UtteranceState.PLAYING and self._anchor is not None:
             position = self._speech_position(now, self._anchor, count=False)
             shown = min(frame_index(position, self.fps), utterance.frame_count - 1)
-            self._idle_anchor = (now, utterance.start_counter + shown + 1)
+            shown_until = now + max(0.0, (shown + 1) / self.fps - position)
+            self._idle_anchor = (shown_until, utterance.start_counter + shown + 1)
+            played = min(self._position, len(utterance.samples)) / AUDIO_SAMPLE_RATE
         else:
             self._idle_anchor = (now, self._idle_counter(now))
         utterance.state = UtteranceState.CANCELLED
@@ -200,7 +252,7 @@ class Playout:
         self._utterance = None
         self._anchor = None
         self.stats.utterances_cancelled += 1
-        self._emit(PlayoutEventKind.UTTERANCE_CANCELLED, utterance, now)
+        return self._emit(PlayoutEventKind.UTTERANCE_CANCELLED, utterance, now, played, reason)
 
     def position(self) -> float:
         """Utterance seconds audible now (0 before the current utterance starts)."""
@@ -211,6 +263,9 @@ class Playout:
     def frame_due(self, utterance: Utterance, j: int) -> float:
         """The media time frame `j` of `utterance` is expected to be shown at."""
         offset = j / utterance.fps
+        current = self._utterance
+        if utterance is self._upcoming and current is not None:
+            return self.frame_due(current, 0) + current.duration + offset
         anchor = self._anchor if utterance is self._utterance else None
         if anchor is not None:
             base = max(anchor.time, self.clock.now()) if anchor.holding else anchor.time
@@ -266,20 +321,24 @@ class Playout:
         self._position = position + AUDIO_SAMPLES_PER_FRAME
         self.stats.speech_seconds += len(samples) / AUDIO_SAMPLE_RATE
         if self._position >= len(utterance.samples):
-            self._finish(utterance, t + len(samples) / AUDIO_SAMPLE_RATE)
+            self._finish(utterance, t + len(samples) / AUDIO_SAMPLE_RATE, audio_frame_time(n + 1))
         if len(samples) < AUDIO_SAMPLES_PER_FRAME:
             samples = np.pad(samples, (0, AUDIO_SAMPLES_PER_FRAME - len(samples)))
         return samples
 
     def _begin(self, utterance: Utterance, t: float) -> None:
         utterance.state = UtteranceState.PLAYING
-        delay = t - (utterance.accepted_at if utterance.accepted_at is not None else t)
-        self.stats.last_start_delay = delay
-        self._start_delay += START_DELAY_SMOOTHING * (delay - self._start_delay)
+        if self._measure_start:  # a staged one's wait for its turn says nothing of rendering
+            delay = t - (utterance.accepted_at if utterance.accepted_at is not None else t)
+            self.stats.last_start_delay = delay
+            self._start_delay += START_DELAY_SMOOTHING * (delay - self._start_delay)
         self.stats.utterances_started += 1
-        self._emit(PlayoutEventKind.SPEAKING_STARTED, utterance, t)
+        self._emit(
+            PlayoutEventKind.SPEAKING_STARTED, utterance, t,
+            start_delay=delay if self._measure_start else None,
+        )
 
-    def _finish(self, utterance: Utterance, end_time: float) -> None:
+    def _finish(self, utterance: Utterance, end_time: float, next_frame_time: float) -> None:
         utterance.state = UtteranceState.FINISHED
         utterance.end_time = end_time
         assert self._anchor is not None
@@ -288,7 +347,20 @@ class Playout:
         self._utterance = None
         self._anchor = None
         self.stats.utterances_finished += 1
-        self._emit(PlayoutEventKind.SPEAKING_ENDED, utterance, end_time)
+        self._promote_upcoming(next_frame_time)
+        self._emit(PlayoutEventKind.SPEAKING_ENDED, utterance, end_time, utterance.duration)
+
+    def _promote_upcoming(self, start: float) -> None:
+        """Make the staged utterance current; it starts at `start` (the audio frame after
+        the last one's end) if its first frames are rendered, else once they are."""
+        utterance, self._upcoming = self._upcoming, None
+        if utterance is None:
+            return
+        self._make_current(utterance)
+        self._measure_start = False
+        if utterance.ready >= self.prebuffer_frames(utterance):
+            utterance.start_time = start
+            self._anchor = _Anchor(start, 0.0, holding=False)
 
     # --- video ---------------------------------------------------------------------------
 
@@ -348,6 +420,16 @@ class Playout:
             position = limit
         return position
 
-    def _emit(self, kind: PlayoutEventKind, utterance: Utterance, t: float) -> None:
+    def _emit(
+        self,
+        kind: PlayoutEventKind,
+        utterance: Utterance,
+        t: float,
+        played: float = 0.0,
+        reason: str | None = None,
+        start_delay: float | None = None,
+    ) -> PlayoutEvent:
+        event = PlayoutEvent(kind, utterance.id, t, played, reason, utterance.duration, start_delay)
         if self._on_event is not None:
-            self._on_event(PlayoutEvent(kind, utterance.id, t))
+            self._on_event(event)
+        return event

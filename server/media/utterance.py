@@ -18,7 +18,7 @@ class UtteranceState(enum.Enum):
     PENDING = "pending"  # rendering its first frames; not audible yet
     PLAYING = "playing"  # its audio is being sent
     FINISHED = "finished"  # all of its audio was sent
-    CANCELLED = "cancelled"  # dropped before the end (session ended, peer went away)
+    CANCELLED = "cancelled"  # dropped before the end (interrupted, session ended, peer went away)
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,17 @@ class Utterance:
     @property
     def active(self) -> bool:
         return self.state in (UtteranceState.PENDING, UtteranceState.PLAYING)
+
+    def place(self, start_counter: int) -> None:
+        """Render it from avatar counter `start_counter`, dropping frames rendered from another.
+
+        A queued utterance is placed when its turn is next: where the one before it ends,
+        or where the idle loop will be when it starts.
+        """
+        self.start_counter = start_counter
+        self._frames.clear()
+        self._ready = 0
+        self._oldest_kept = 0
 
     def add_frame(self, j: int, image: np.ndarray) -> None:
         if j < self._oldest_kept or not self.active:

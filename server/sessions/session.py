@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +22,15 @@ from server.media.rtc import parse_candidate, restrict_host_addresses, rtc_confi
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
 from server.metrics import ServerMetrics
+from server.sessions.events import EventFanout, SessionEvent
+from server.sessions.queue import (
+    INTERRUPTED,
+    Admission,
+    BusyError,  # noqa: F401 - the 409 of speaking, where it was before the queue
+    Interruption,
+    SpeechMode,
+    SpeechQueue,
+)
 from server.sessions.speech import render_utterance
 from server.refusal import Refusal
 from server.settings import Settings
@@ -50,10 +59,6 @@ class NotConnectedError(SessionError):
     status = 409
 
 
-class BusyError(SessionError):
-    status = 409
-
-
 class NegotiationError(SessionError):
     status = 400
 
@@ -63,7 +68,7 @@ class SessionClosedError(SessionError):
 
 
 class Session:
-    """Owns the peer connection, the tracks, the playout and the speech task."""
+    """Owns the peer connection, the tracks, the playout, its speech queue and events."""
 
     def __init__(
         self,
@@ -85,6 +90,9 @@ class Session:
         self._worker = worker
         self._settings = settings
         self._on_lost = on_lost
+        self.events = EventFanout(settings.events_listener_backlog, {"session_id": self.id})
+        self.events.add_sink(self._send_to_channels)
+        self._published_state = "waiting"
         self.clock = SessionClock()
         self.playout = Playout(
             avatar.avatar.cycle,
@@ -97,12 +105,14 @@ class Session:
             self.clock,
             on_event=self._on_playout_event,
         )
+        self._speech = SpeechQueue(
+            self.playout, self._render, settings.max_queued_utterances, self._on_dropped
+        )
         self._pc: RTCPeerConnection | None = None
         self._audio: AvatarAudioTrack | None = None
         self._video: AvatarVideoTrack | None = None
         self._channels: list[RTCDataChannel] = []
         self._negotiation = asyncio.Lock()
-        self._speech_task: asyncio.Task[None] | None = None
         self._grace_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0
@@ -160,6 +170,10 @@ class Session:
                 "frames_rendered": utterance.ready,
                 "frame_count": utterance.frame_count,
             },
+            "queue": [
+                {"utterance_id": u.id, "position": i + 1, "duration_seconds": u.duration}
+                for i, u in enumerate(self._speech.queued())
+            ],
             "sync": asdict(self.playout.stats),
             "media": {
                 "audio_frames_sent": self._audio.frames_sent if self._audio else 0,
@@ -181,11 +195,12 @@ class Session:
             self._check_open()
             # Told first, so that the client being replaced (another tab or WebView showing
             # the same session) stops instead of reconnecting and replacing this one.
-            self._send_event({"type": "connection_replaced"})
+            self.events.publish("connection_replaced")
             await self._drop_connection("replaced by a new offer")
             pc = RTCPeerConnection(rtc_configuration(self._settings))
             self._pc = pc
             self.connections += 1
+            self._update_state()
             pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
             pc.on("datachannel", self._on_datachannel)
             try:
@@ -225,42 +240,70 @@ class Session:
 
     # --- speech --------------------------------------------------------------------------
 
-    def check_can_speak(self) -> None:
-        """Raise the 409 an upload would get now, before the upload is even decoded."""
+    def check_can_speak(self, mode: SpeechMode | None = SpeechMode.REJECT) -> None:
+        """Raise the 409 an upload in `mode` would get now, before it is even decoded.
+
+        `mode` None: not known yet (it may come with the form), so only the connection
+        is checked; `speak` checks the rest.
+        """
         self._check_open()
         if not self.connected:
             raise NotConnectedError(
                 "No client is connected to this session yet: open its player_url, or "
                 "POST an offer, and upload once the connection is up."
             )
-        if self.playout.utterance is not None:
-            wait = self.playout.seconds_until_free()
-            raise BusyError(
-                f"The avatar is still speaking; it will be free in about {wait:.1f} s.",
-                retry_after_seconds=round(wait, 2),
-            )
+        if mode is not None:
+            self._speech.check(mode)  # BusyError, QueueFullError: 409
 
-    def speak(self, samples: np.ndarray) -> Utterance:
-        """Start speaking `samples` (float32 mono 48 kHz); returns once it is queued."""
-        self.check_can_speak()
+    def speak(
+        self, samples: np.ndarray, mode: SpeechMode = SpeechMode.REJECT, keep_queue: bool = False
+    ) -> Admission:
+        """Speak `samples` (float32 mono 48 kHz) under the busy policy `mode`."""
+        self.check_can_speak(mode)
         utterance = Utterance(
             samples,
             self.params.fps,
-            start_counter=self.playout.next_start_counter(),
+            start_counter=0,  # placed by the queue when its turn is next
             chunk_duration=self.params.chunk_duration,
         )
-        self.playout.accept(utterance)
-        self._speech_task = self._spawn(
-            render_utterance(
-                utterance, self.avatar, self._worker, self.playout, self.params.batch_size, self.id
-            )
+        admission = self._speech.speak(utterance, mode, keep_queue)
+        self.events.publish(
+            "utterance_queued",
+            utterance_id=utterance.id,
+            position=admission.position,
+            duration_seconds=round(utterance.duration, 3),
+            mode=mode.value,
         )
+        self._update_state()
         self.touch()
         self._log.info(
-            "session %s: utterance %s, %.2f s, %d frames",
-            self.id, utterance.id, utterance.duration, utterance.frame_count,
+            "session %s: utterance %s (%s, position %d), %.2f s, %d frames",
+            self.id, utterance.id, mode.value, admission.position, utterance.duration,
+            utterance.frame_count,
         )
-        return utterance
+        return admission
+
+    def interrupt(self, keep_queue: bool = False) -> Interruption:
+        """Stop what the avatar says now (and drop the queue unless `keep_queue`)."""
+        self._check_open()
+        interruption = self._speech.interrupt(keep_queue)
+        self._update_state()
+        self.touch()
+        return interruption
+
+    def _render(self, utterance: Utterance) -> Coroutine[Any, Any, None]:
+        return render_utterance(
+            utterance, self.avatar, self._worker, self.playout, self.params.batch_size, self.id,
+            on_failed=self._render_failed,
+        )
+
+    def _render_failed(self, utterance: Utterance, message: str) -> None:
+        self.events.publish("error", utterance_id=utterance.id, detail=message)
+        self._speech.render_failed(utterance)
+        self._update_state()
+
+    def _on_dropped(self, utterance: Utterance, reason: str) -> None:
+        self.events.publish("utterance_dropped", utterance_id=utterance.id, reason=reason)
 
     # --- ending ----------------------------------------------------------------------------
 
@@ -269,14 +312,17 @@ class Session:
             return
         self.closed = True
         self.close_reason = reason
-        self._send_event({"type": "session_ended", "reason": reason})
+        self._speech.clear("session ended")
+        self._update_state()
+        self.events.publish("session_ended", reason=reason)
         self._cancel_grace()
-        self.playout.cancel()
         await self._drop_connection(reason)
+        await self._speech.close()
         others = [t for t in self._tasks if t is not asyncio.current_task()]
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+        self.events.close()
         self._log.info("session %s closed: %s", self.id, reason)
 
     def _check_open(self) -> None:
@@ -287,15 +333,17 @@ class Session:
         pc, self._pc = self._pc, None
         self._channels.clear()
         if pc is not None:
-            self.playout.cancel()
+            self._speech.clear(reason)
             self._log.info("session %s: closing peer connection (%s)", self.id, reason)
             await pc.close()
+        self._update_state()
 
     def _on_connection_state(self, pc: RTCPeerConnection) -> None:
         if pc is not self._pc:
             return
         state = pc.connectionState
         self._log.info("session %s: connection %s", self.id, state)
+        self._update_state()
         if state == "connected":
             self._cancel_grace()
         elif state in ("failed", "closed"):
@@ -320,6 +368,16 @@ class Session:
 
     # --- events to the client ----------------------------------------------------------
 
+    def state_event(self) -> SessionEvent:
+        """The session's state now, as the first event a new listener gets."""
+        return self.events.event("state", state=self.state)
+
+    def _update_state(self) -> None:
+        state = self.state
+        if state != self._published_state:
+            self._published_state = state
+            self.events.publish("state", state=state)
+
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label == EVENTS_CHANNEL_LABEL:
             self._channels.append(channel)
@@ -328,23 +386,35 @@ class Session:
                 self._send_state(channel)
 
     def _send_state(self, channel: RTCDataChannel) -> None:
-        channel.send(json.dumps({"type": "state", "state": self.state, "session_id": self.id}))
+        channel.send(json.dumps(self.state_event().message()))
 
     def _on_playout_event(self, event: PlayoutEvent) -> None:
         if event.kind is not PlayoutEventKind.SPEAKING_STARTED:
             self.touch()
-        elif self.playout.stats.last_start_delay is not None:
-            self._metrics.speech_started(self.playout.stats.last_start_delay)
-        self._send_event(
-            {
-                "type": event.kind.value,
-                "utterance_id": event.utterance_id,
-                "media_time": round(event.media_time, 3),
-            }
-        )
+        elif event.start_delay is not None:
+            self._metrics.speech_started(event.start_delay)
+        fields: dict[str, Any] = {
+            "utterance_id": event.utterance_id,
+            "media_time": round(event.media_time, 3),
+        }
+        kind = event.kind.value
+        if event.kind is PlayoutEventKind.SPEAKING_STARTED:
+            fields["duration_seconds"] = round(event.duration_seconds, 3)
+        else:
+            fields["played_seconds"] = round(event.played_seconds, 3)
+        if event.kind is PlayoutEventKind.UTTERANCE_CANCELLED:
+            if event.reason == INTERRUPTED:
+                kind = "utterance_interrupted"
+                fields["duration_seconds"] = round(event.duration_seconds, 3)
+            else:
+                fields["reason"] = event.reason
+        self.events.publish(kind, **fields)
+        if event.kind is not PlayoutEventKind.SPEAKING_STARTED:
+            self._speech.ended()
+        self._update_state()
 
-    def _send_event(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message)
+    def _send_to_channels(self, event: SessionEvent) -> None:
+        text = json.dumps(event.message())
         for channel in self._channels:
             if channel.readyState == "open":
                 channel.send(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from server.lipsync.engine import LoadedAvatar, RenderRequest
 from server.lipsync.worker import LipSyncWorker
@@ -23,19 +24,24 @@ async def render_utterance(
     playout: Playout,
     batch_size: int,
     owner: str,
+    on_failed: Callable[[Utterance, str], None],
 ) -> None:
     """Render `utterance` chunk by chunk, handing each frame to the playout as it lands.
 
     Chunk k is started once chunk k-1 has started playing, so at most two chunks of
     frames are held at a time; the first chunk's first frames gate the start of speech.
+    An utterance staged behind another renders only its first chunk until its turn.
     Jobs carry the time their frames will be shown as deadline, and a session's
     `batch_size` consecutive frames share one so the worker keeps them together.
+    A failure is handed to `on_failed` with a sentence saying what went wrong.
     """
     engine = worker.engine
     clock = playout.clock
     futures: list[asyncio.Future] = []
     try:
         for chunk in utterance.chunks:
+            if chunk.index >= 1:
+                await _wait_until_current(utterance, playout)
             if chunk.index >= 2:
                 await _wait_until_playing(utterance, playout, utterance.chunks[chunk.index - 1])
             if not utterance.active:
@@ -64,11 +70,15 @@ async def render_utterance(
             "rendering utterance %s failed", utterance.id, extra={"session_id": owner}
         )
         utterance.error = f"rendering failed: {error}"
-        if playout.utterance is utterance:
-            playout.cancel()
+        on_failed(utterance, utterance.error)
     finally:
         for future in futures:
             future.cancel()
+
+
+async def _wait_until_current(utterance: Utterance, playout: Playout) -> None:
+    while utterance.active and playout.utterance is not utterance:
+        await asyncio.sleep(WINDOW_POLL_SECONDS)
 
 
 async def _wait_until_playing(utterance: Utterance, playout: Playout, chunk: FrameChunk) -> None:

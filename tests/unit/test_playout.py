@@ -226,3 +226,119 @@ def test_seconds_until_free_counts_down(playout: Playout, time_source: FakeTime)
         playout.audio_frame(n)
     time_source.now += 1.0
     assert playout.seconds_until_free() == pytest.approx(2.0, abs=0.03)
+
+
+def play_audio(playout: Playout, frames: range) -> list:
+    return [playout.audio_frame(n) for n in frames]
+
+
+def test_a_staged_utterance_plays_on_the_audio_frame_after_the_current_one(
+    playout: Playout, events: list
+) -> None:
+    first = make_utterance(playout, 0.5)
+    playout.accept(first)
+    second = make_utterance(playout, 0.3)
+    second.place(playout.counter_after_current())
+    playout.stage(second)
+    render(playout, first, range(first.frame_count))
+    render(playout, second, range(second.frame_count))
+    sent = play_audio(playout, range(60))
+    audible = [s for s in sent if s is not None]
+    assert len(audible) == 25 + 15
+    assert sent[: len(audible)] == audible  # no silent frame between them
+    np.testing.assert_array_equal(np.concatenate(audible), np.concatenate([first.samples, second.samples]))
+    ended = next(e for e in events if e.kind is PlayoutEventKind.SPEAKING_ENDED)
+    started = [e for e in events if e.kind is PlayoutEventKind.SPEAKING_STARTED][1]
+    assert (ended.utterance_id, started.utterance_id) == (first.id, second.id)
+    assert started.media_time == pytest.approx(ended.media_time)
+    assert playout.stats.utterances_finished == 2
+
+
+def test_a_staged_utterance_continues_the_avatar_counter_where_the_first_ends(playout: Playout) -> None:
+    first = make_utterance(playout, 0.5)
+    playout.accept(first)
+    second = make_utterance(playout, 0.5)
+    second.place(playout.counter_after_current())
+    playout.stage(second)
+    assert second.start_counter == first.start_counter + first.frame_count
+    render(playout, first, range(first.frame_count))
+    render(playout, second, range(second.frame_count))
+    play_audio(playout, range(26))  # all of the first, and the second's first frame
+    assert second.start_time == pytest.approx(first.end_time)
+    last_of_first = playout.video_frame(first.end_time - 0.01)
+    first_of_second = playout.video_frame(second.start_time + 0.001)
+    assert last_of_first.avatar_index == playout.avatar_index(first.start_counter + first.frame_count - 1)
+    assert first_of_second.speaking and first_of_second.image[0, 0, 0] == 0
+    assert first_of_second.avatar_index == playout.avatar_index(second.start_counter)
+
+
+def test_a_staged_utterance_frames_are_due_after_the_current_one(playout: Playout) -> None:
+    first = make_utterance(playout, 1.0)
+    playout.accept(first)
+    second = make_utterance(playout, 1.0)
+    second.place(playout.counter_after_current())
+    playout.stage(second)
+    render(playout, first, range(first.frame_count))
+    assert playout.frame_due(second, 3) == pytest.approx(first.start_time + 1.0 + 0.3)
+
+
+def test_a_staged_utterance_not_rendered_in_time_starts_once_it_is(playout: Playout, time_source: FakeTime) -> None:
+    first = make_utterance(playout, 0.2)
+    playout.accept(first)
+    second = make_utterance(playout, 0.5)
+    second.place(playout.counter_after_current())
+    playout.stage(second)
+    render(playout, first, range(first.frame_count))
+    play_audio(playout, range(10))
+    assert playout.utterance is second and second.start_time is None
+    # While it renders, the idle loop waits at the frame it will start from.
+    assert playout.video_frame(0.25).avatar_index == playout.avatar_index(second.start_counter)
+    time_source.now += 0.3
+    render(playout, second, range(second.frame_count))
+    assert second.start_time == pytest.approx(0.3)
+    assert play_audio(playout, range(10, 15)) == [None] * 5
+    np.testing.assert_array_equal(playout.audio_frame(15), second.samples[:AUDIO_SAMPLES_PER_FRAME])
+
+
+def test_cancel_shows_the_frame_on_screen_until_its_time_is_over_then_the_next(
+    playout: Playout, time_source: FakeTime
+) -> None:
+    utterance = make_utterance(playout, 2.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(utterance.frame_count))
+    time_source.now += 0.45
+    play_audio(playout, range(23))  # up to 0.46 s
+    event = playout.cancel("interrupted")
+    assert event is not None and event.reason == "interrupted"
+    assert event.played_seconds == pytest.approx(0.46)
+    # Frame 4 (0.4-0.5 s) was on screen: its avatar frame stays until 0.5 s, then 5, 6 ...
+    start = utterance.start_counter
+    assert playout.video_frame(0.47).avatar_index == playout.avatar_index(start + 4)
+    assert playout.video_frame(0.51).avatar_index == playout.avatar_index(start + 5)
+    assert playout.video_frame(0.61).avatar_index == playout.avatar_index(start + 6)
+    assert playout.audio_frame(23) is None
+
+
+def test_the_next_utterance_after_a_cut_starts_from_the_counter_the_cut_left(
+    playout: Playout, time_source: FakeTime
+) -> None:
+    utterance = make_utterance(playout, 2.0)
+    playout.accept(utterance)
+    render(playout, utterance, range(utterance.frame_count))
+    time_source.now += 0.45
+    play_audio(playout, range(23))
+    playout.cancel()
+    following = make_utterance(playout, 1.0)
+    # Accepted now, it is expected to start after the measured start delay (0.12 s).
+    assert following.start_counter == utterance.start_counter + 5
+    playout.accept(following)
+    assert playout.video_frame(0.8).avatar_index == playout.avatar_index(following.start_counter)
+
+
+def test_cancel_unstages_the_staged_utterance(playout: Playout) -> None:
+    first = make_utterance(playout, 1.0)
+    playout.accept(first)
+    second = make_utterance(playout, 1.0)
+    playout.stage(second)
+    playout.cancel()
+    assert playout.upcoming is None and playout.utterance is None

@@ -81,3 +81,15 @@ def test_log_format_is_text_or_json() -> None:
     assert Settings.from_env({"LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(SettingsError, match="LOG_FORMAT must be one of text, json"):
         Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+def test_queue_and_event_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {"MAX_QUEUED_UTTERANCES": "3", "EVENTS_LISTENER_BACKLOG": "10", "EVENTS_HEARTBEAT_SECONDS": "5"}
+    )
+    assert (settings.max_queued_utterances, settings.events_listener_backlog) == (3, 10)
+    assert settings.events_heartbeat_seconds == 5.0
+    with pytest.raises(SettingsError, match="MAX_QUEUED_UTTERANCES must not be negative"):
+        Settings.from_env({"MAX_QUEUED_UTTERANCES": "-1"})
+    with pytest.raises(SettingsError, match="EVENTS_HEARTBEAT_SECONDS must be positive"):
+        Settings.from_env({"EVENTS_HEARTBEAT_SECONDS": "0"})
