@@ -31,12 +31,21 @@ PROBE_INTERVAL_SECONDS = 0.1
 
 
 class TurnServer:
-    """`turnserver --use-auth-secret` on `NETNS_PEER_ADDRESS` until `stop()`."""
+    """`turnserver --use-auth-secret` on `NETNS_PEER_ADDRESS` until `stop()`; with
+    `arguments`, turnserver run with those instead (e.g. a deployment's), reached at
+    `address` and `port`."""
 
-    def __init__(self, secret: str, address: str = NETNS_PEER_ADDRESS, port: int = TURN_PORT) -> None:
+    def __init__(
+        self,
+        secret: str,
+        address: str = NETNS_PEER_ADDRESS,
+        port: int = TURN_PORT,
+        arguments: list[str] | None = None,
+    ) -> None:
         self.secret = secret
         self.address = address
         self.port = port
+        self._arguments = arguments
         self._directory = Path(tempfile.mkdtemp(prefix="coturn-"))
         self._log_path = self._directory / "turnserver.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -46,6 +55,11 @@ class TurnServer:
         return [f"turn:{self.address}:{self.port}?transport=udp"]
 
     def command(self) -> list[str]:
+        # Its files in a folder of its own, not in the system's /var.
+        files = [f"--userdb={self._directory / 'turndb'}",
+                 f"--pidfile={self._directory / 'turnserver.pid'}"]
+        if self._arguments is not None:
+            return [str(TURNSERVER), *self._arguments, *files]
         return [
             str(TURNSERVER),
             "-n",  # no configuration file: only what is given here
@@ -65,8 +79,7 @@ class TurnServer:
             # Relay only to the namespace's own addresses, whatever a client asks for.
             "--denied-peer-ip=0.0.0.0-255.255.255.255",
             f"--allowed-peer-ip={NETNS_NETWORK_RANGE}",
-            f"--userdb={self._directory / 'turndb'}",
-            f"--pidfile={self._directory / 'turnserver.pid'}",
+            *files,
             "--log-file=stdout",
             "--simple-log",
             "--verbose",
