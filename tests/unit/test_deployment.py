@@ -5,6 +5,8 @@ only to the server, the server behind Caddy, the image running as a non-root use
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -185,3 +187,21 @@ def test_docker_compose_refuses_to_start_without_the_shared_secret(tmp_path: Pat
     result = docker_compose_config(tmp_path, {**FILLED_ENV, "TURN_SECRET": ""})
     assert result.returncode != 0
     assert "set TURN_SECRET in .env" in result.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("caddy") is None,
+    reason="caddy is not installed (Debian: apt-get install caddy); "
+    "the other tests here read the Caddyfile themselves",
+)
+def test_caddy_reads_the_caddyfile_as_a_proxy_of_the_public_host_to_the_server() -> None:
+    result = subprocess.run(
+        ["caddy", "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": os.environ["PATH"], "PUBLIC_HOST": FILLED_ENV["PUBLIC_HOST"]},
+    )
+    assert result.returncode == 0, result.stderr
+    (server,) = json.loads(result.stdout)["apps"]["http"]["servers"].values()
+    (route,) = server["routes"]
+    assert route["match"] == [{"host": [FILLED_ENV["PUBLIC_HOST"]]}]
+    assert '"dial":"127.0.0.1:8000"' in result.stdout.replace(" ", "")
