@@ -143,7 +143,6 @@ def test_a_relay_only_player_connects_through_turn_with_its_sessions_credentials
     turn_server: TurnServer,
     new_tab: Callable[..., PlayerPage],
 ) -> None:
-    created = time.monotonic()
     session = relay_api.post("/webrtc/sessions/create").raise_for_status().json()
     entry = minted_entry(session, turn_server)
     assert entry["username"].endswith(":" + session["session_id"])
@@ -151,7 +150,6 @@ def test_a_relay_only_player_connects_through_turn_with_its_sessions_credentials
     player = new_tab(RELAY_ONLY_SCRIPT)
     player.open(session["player_url"])
     player.wait_for_state("ready", timeout=30)
-    ready = time.monotonic()
     player.wait_for_frames(10)
 
     pair = player.page.evaluate(SELECTED_PAIR_SCRIPT)
@@ -170,7 +168,6 @@ def test_a_relay_only_player_connects_through_turn_with_its_sessions_credentials
     later = player.inbound()
     assert later["video"]["framesDecoded"] > first["video"]["framesDecoded"]
     assert later["audio"]["totalSamplesReceived"] > first["audio"]["totalSamplesReceived"]
-    print(f"create → relayed and ready: {ready - created:.2f} s")
     relay_api.delete(f"/webrtc/sessions/{session['session_id']}")
 
 
