@@ -70,7 +70,7 @@ def one_run(browser: Any, server: LiveServer, relay_only: bool) -> dict[str, Any
         script = TIMING_SCRIPT.replace("RELAY_ONLY", "true" if relay_only else "false")
         player = PlayerPage(context, (script,))
         started = time.time() * 1000
-        response = httpx.post(f"{server.url}/webrtc/sessions/create", timeout=30)
+        response = httpx.post(f"{server.url}/webrtc/sessions/create", timeout=120)
         created_at = time.time() * 1000
         response.raise_for_status()
         session = response.json()

@@ -17,6 +17,7 @@ import pytest
 from server.settings import Settings
 from tests.browser.player_page import PlayerPage
 from tests.browser.test_turn_relay import (
+    API_TIMEOUT_SECONDS,
     RELAY_ONLY_SCRIPT,
     SELECTED_PAIR_SCRIPT,
     why_turn_tests_cannot_run,
@@ -70,7 +71,7 @@ def deployed_server(deployed_turn: TurnServer) -> Iterator[LiveServer]:
 def test_a_relay_only_player_plays_through_the_deployments_coturn(
     deployed_server: LiveServer, deployed_turn: TurnServer, new_tab: Callable[..., PlayerPage]
 ) -> None:
-    with httpx.Client(base_url=deployed_server.url, timeout=15.0) as api:
+    with httpx.Client(base_url=deployed_server.url, timeout=API_TIMEOUT_SECONDS) as api:
         session = api.post("/webrtc/sessions/create").raise_for_status().json()
         try:
             player = new_tab(RELAY_ONLY_SCRIPT)

@@ -77,6 +77,9 @@ async ({ iceServers, timeoutMs }) => {
 }
 """
 GATHER_TIMEOUT_MS = 10_000
+# The first session of a test run prepares the demo avatar: on a loaded CI machine that
+# alone can take longer than a request usually may.
+API_TIMEOUT_SECONDS = 120.0
 UNAUTHORIZED = 401
 
 
@@ -116,7 +119,7 @@ def relay_server(turn_server: TurnServer) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def relay_api(relay_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=relay_server.url, timeout=15.0) as client:
+    with httpx.Client(base_url=relay_server.url, timeout=API_TIMEOUT_SECONDS) as client:
         yield client
 
 
