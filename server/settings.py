@@ -12,6 +12,11 @@ from typing import Any
 # aiortc's own default; used only when WEBRTC_STUN_URLS is not set at all.
 DEFAULT_STUN_URLS = ("stun:stun.l.google.com:19302",)
 
+# Below a minute a client could get credentials that expire before it has connected.
+MIN_TURN_CREDENTIAL_TTL_SECONDS = 60.0
+# A day: longer than sessions usually live (they are renewed when they come near it).
+DEFAULT_TURN_CREDENTIAL_TTL_SECONDS = 24 * 3600.0
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the server cannot use."""
@@ -44,6 +49,14 @@ class Settings:
     turn_urls: tuple[str, ...] = _env("WEBRTC_TURN_URLS", default=())
     turn_user: str = _env("WEBRTC_TURN_USER", default="")
     turn_pass: str = _env("WEBRTC_TURN_PASS", default="")
+    turn_rest_urls: tuple[str, ...] = _env("WEBRTC_TURN_REST_URLS", default=())
+    """TURN servers that share `turn_secret` (coturn's `use-auth-secret`): each session gets
+    its own time-limited credentials for them (server/media/ice_servers.py)."""
+    turn_secret: str = _env("WEBRTC_TURN_SECRET", default="", repr=False)
+    turn_credential_ttl_seconds: float = _env(
+        "WEBRTC_TURN_CREDENTIAL_TTL_SECONDS", default=DEFAULT_TURN_CREDENTIAL_TTL_SECONDS
+    )
+    """How long a session's minted TURN credentials are valid."""
     ice_host_addresses: tuple[str, ...] = _env("WEBRTC_ICE_HOST_ADDRESSES", default=())
     """Host addresses the server gathers ICE candidates on; empty: every interface."""
 
@@ -136,6 +149,15 @@ class Settings:
             problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
         if self.max_queued_utterances < 0:
             problems.append("MAX_QUEUED_UTTERANCES must not be negative")
+        if self.turn_rest_urls and not self.turn_secret:
+            problems.append("WEBRTC_TURN_REST_URLS needs WEBRTC_TURN_SECRET, the secret they share")
+        if self.turn_secret and not self.turn_rest_urls:
+            problems.append("WEBRTC_TURN_SECRET needs WEBRTC_TURN_REST_URLS, the servers sharing it")
+        if self.turn_credential_ttl_seconds < MIN_TURN_CREDENTIAL_TTL_SECONDS:
+            problems.append(
+                "WEBRTC_TURN_CREDENTIAL_TTL_SECONDS must be at least "
+                f"{MIN_TURN_CREDENTIAL_TTL_SECONDS:g} seconds"
+            )
         if self.lipsync_max_batch < 0:
             problems.append("LIPSYNC_MAX_BATCH must not be negative")
         if problems:
@@ -155,7 +177,9 @@ class Settings:
         return cls(**values)
 
     def ice_servers(self) -> list[dict[str, Any]]:
-        """The ICE servers in the form browsers' RTCConfiguration takes."""
+        """The configured STUN and static TURN servers, in the form browsers'
+        RTCConfiguration takes (a session adds its own TURN credentials to them:
+        server/media/ice_servers.py)."""
         servers: list[dict[str, Any]] = []
         if self.stun_urls:
             servers.append({"urls": list(self.stun_urls)})

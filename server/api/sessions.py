@@ -81,7 +81,7 @@ async def create_session(
         **asdict(params),
         session_id=session.id,
         player_url=player_url(request, server, session.id),
-        ice_servers=server.settings.ice_servers(),
+        ice_servers=session.ice_servers.current(),
         engine=server.engine.name,
         idle_ttl_seconds=server.settings.session_idle_ttl_seconds,
     )
@@ -261,8 +261,9 @@ async def events(session_id: str, server: ServerDep) -> StreamingResponse:
 @router.get("/{session_id}", response_model=SessionInfo, responses=NOT_FOUND)
 async def get_session(session_id: str, server: ServerDep) -> SessionInfo:
     """The session's state and figures; also resets its idle timer."""
-    info = _session(server, session_id).describe()
-    return SessionInfo.model_validate({**info, "ice_servers": server.settings.ice_servers()})
+    session = _session(server, session_id)
+    info = session.describe()
+    return SessionInfo.model_validate({**info, "ice_servers": session.ice_servers.current()})
 
 
 @router.delete("/{session_id}", response_model=SessionEnded, responses=NOT_FOUND)

@@ -17,6 +17,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from server.lipsync.engine import LoadedAvatar
 from server.lipsync.worker import LipSyncWorker
 from server.media.clock import SessionClock
+from server.media.ice_servers import SessionIceServers
 from server.media.playout import Playout, PlayoutEvent, PlayoutEventKind, SyncSettings
 from server.media.rtc import parse_candidate, restrict_host_addresses, rtc_configuration
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
@@ -84,6 +85,8 @@ class Session:
         self._log = logging.LoggerAdapter(logger, {"session_id": self.id})
         self._metrics = metrics or ServerMetrics()
         self.params = params
+        self.ice_servers = SessionIceServers(settings, self.id)
+        """What its clients are told to use, and what its own peer connections use."""
         self.avatar = avatar
         self.created_at = time.time()
         self.last_activity = time.monotonic()
@@ -197,7 +200,7 @@ class Session:
             # the same session) stops instead of reconnecting and replacing this one.
             self.events.publish("connection_replaced")
             await self._drop_connection("replaced by a new offer")
-            pc = RTCPeerConnection(rtc_configuration(self._settings))
+            pc = RTCPeerConnection(rtc_configuration(self.ice_servers.current()))
             self._pc = pc
             self.connections += 1
             self._update_state()
