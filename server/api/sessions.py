@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
@@ -25,7 +24,6 @@ from server.api.schemas import (
 )
 from server.api.uploads import FILE_PROPERTY, multipart_body, read_upload
 from server.core import AvatarServer
-from server.media.audio_input import decode_audio
 from server.sessions.session import Session, SessionParams
 
 router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
@@ -109,20 +107,26 @@ async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) 
     responses={
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},
-        409: {"model": BusyResponse, "description": "Still speaking, or no client connected."},
-        413: {"model": ErrorResponse, "description": "Upload too large or audio too long."},
+        409: {
+            "model": BusyResponse,
+            "description": "Still speaking, another upload being received, or no client connected.",
+        },
+        413: {
+            "model": ErrorResponse,
+            "description": "Upload too large, audio too long, or past a decoding limit.",
+        },
         415: {"model": ErrorResponse, "description": "Not audio, or not multipart."},
-        422: {"model": ErrorResponse, "description": "No `audio_file` field."},
+        422: {"model": ErrorResponse, "description": "No `audio_file` field, or unusable audio."},
+        503: {"model": BusyResponse, "description": "Every decode slot is taken."},
     },
 )
 async def stream(session_id: str, request: Request, server: ServerDep) -> StreamAccepted:
     """Make the avatar speak the uploaded audio (multipart field `audio_file`)."""
     session = _session(server, session_id)
-    session.check_can_speak()  # refuse before reading a body that cannot be used
-    settings = server.settings
-    data, _ = await read_upload(request, AUDIO_FIELD, settings.max_upload_bytes)
-    decoded = await asyncio.to_thread(decode_audio, data, settings.max_audio_seconds)
-    utterance = session.speak(decoded.samples)
+    with session.receiving_speech():  # refused before a body that cannot be used is read
+        data, _ = await read_upload(request, AUDIO_FIELD, server.settings.max_upload_bytes)
+        decoded = await server.decode_audio(data)
+        utterance = session.speak(decoded.samples)
     return StreamAccepted(
         session_id=session.id,
         utterance_id=utterance.id,

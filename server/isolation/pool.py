@@ -114,7 +114,8 @@ class DecodePool:
         self._closed = False
         self._executor = ThreadPoolExecutor(max_in_flight, thread_name_prefix=f"{name}-pool")
         self.crashes = 0
-        """Workers lost to a crash, a limit or a hang since the start."""
+        """Workers replaced since the start: lost to a crash, a limit or a hang, or left
+        in the middle of a stream."""
 
     # --- life --------------------------------------------------------------------------------
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+RECEIVING_RETRY_AFTER_SECONDS = 1.0
+"""What a second upload is told to wait while the first is still received or decoded."""
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
 
@@ -98,6 +101,7 @@ class Session:
         self._channels: list[RTCDataChannel] = []
         self._negotiation = asyncio.Lock()
         self._speech_task: asyncio.Task[None] | None = None
+        self._receiving = False
         self._grace_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0
@@ -234,6 +238,26 @@ class Session:
                 f"The avatar is still speaking; it will be free in about {wait:.1f} s.",
                 retry_after_seconds=round(wait, 2),
             )
+
+    @contextlib.contextmanager
+    def receiving_speech(self) -> Iterator[None]:
+        """Hold the session for one upload while it is received and decoded.
+
+        Raises the 409 of `check_can_speak`, or a 409 while another upload holds it; so an
+        upload is refused before its body is read, and no two are decoded for one session.
+        """
+        self.check_can_speak()
+        if self._receiving:
+            raise BusyError(
+                "Another upload to this session is still being received or decoded; "
+                "send the next one once the avatar has started speaking it.",
+                retry_after_seconds=RECEIVING_RETRY_AFTER_SECONDS,
+            )
+        self._receiving = True
+        try:
+            yield
+        finally:
+            self._receiving = False
 
     def speak(self, samples: np.ndarray) -> Utterance:
         """Start speaking `samples` (float32 mono 48 kHz); returns once it is queued."""
