@@ -8,12 +8,14 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.audio.plane import AudioPlane
 
 WAVE_FORMAT_PCM = 1
 WAVE_FORMAT_IEEE_FLOAT = 3
 # Where a FLAC file's STREAMINFO keeps its 36-bit total sample count (after "fLaC", the
 # block header and 13.5 bytes of sizes, rate, channels and depth).
 FLAC_TOTAL_SAMPLES_AT = 4 + 4 + 13
+AAC_FRAME_SAMPLES = 1024
 
 
 def wav(
@@ -89,3 +91,26 @@ def without_flac_length(data: bytes) -> bytes:
     out[at] &= 0xF0  # the high 4 bits of the count share a byte with the sample depth
     out[at + 1 : at + 5] = bytes(4)
     return bytes(out)
+
+
+def planar_aac_7_1(seconds: float) -> bytes:
+    """7.1 AAC: eight planar float channels, the layout FFmpeg's resampler crashed on.
+
+    Built plane by plane: PyAV's own `from_ndarray` cannot make frames of 8+ planes.
+    """
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=48_000, layout="7.1")
+        size = AAC_FRAME_SAMPLES
+        for k in range(int(seconds * 48_000 / size)):
+            frame = av.AudioFrame(format="fltp", layout="7.1", samples=size)
+            frame.sample_rate, frame.pts, frame.time_base = 48_000, k * size, Fraction(1, 48_000)
+            t = (k * size + np.arange(size)) / 48_000
+            plane = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32).tobytes()
+            for index in range(8):
+                AudioPlane(frame, index).update(plane)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()

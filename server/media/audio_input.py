@@ -201,6 +201,8 @@ def _decode_mono(
                     413, f"The audio is longer than the limit of {max_seconds:g} s."
                 )
             pieces.append(frame_to_mono(frame, channels))
+    except MemoryError:
+        raise  # PyAV's ENOMEM is an FFmpegError too: past the worker's limit, not corrupt
     except av.FFmpegError as error:
         if not pieces:
             raise AudioInputError(
