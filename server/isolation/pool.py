@@ -161,8 +161,8 @@ class DecodePool:
         with self._lock:
             if self._in_flight >= self.max_in_flight:
                 raise DecodeBusyError(
-                    f"The server is decoding {self._in_flight} uploads already (its limit, "
-                    "DECODE_MAX_IN_FLIGHT); send this one again in a moment.",
+                    f"The server is decoding as many files as it may at once "
+                    f"({self.max_in_flight}, DECODE_MAX_IN_FLIGHT); send this one again in a moment.",
                     retry_after_seconds=RETRY_AFTER_SECONDS,
                 )
             self._in_flight += 1
