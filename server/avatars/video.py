@@ -193,6 +193,8 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream) -> I
         for frame in container.decode(stream):
             count += 1
             yield frame
+    except MemoryError:
+        raise  # PyAV's ENOMEM is an FFmpegError too: past a worker's limit, not damage
     except av.FFmpegError as error:
         raise VideoError(
             400, f"The video is damaged: decoding failed after {count} frames ({error})."
