@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -125,6 +126,24 @@ async def test_a_rate_bomb_is_413_before_it_is_decoded(http: httpx.AsyncClient) 
         await speaks(http, sid, peer)
 
 
+async def held_upload(
+    http: httpx.AsyncClient, sid: str, data: bytes, reading: asyncio.Event, release: asyncio.Event
+) -> httpx.Response:
+    """An upload whose body stops after its first KB until `release`; `reading` is set
+    once the server has asked for more of it (so it holds the session)."""
+    url = f"/webrtc/sessions/{sid}/stream"
+    request = http.build_request("POST", url, files={"audio_file": ("bomb.flac", data, "audio/flac")})
+    body = request.read()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body[:1024]
+        reading.set()
+        await release.wait()
+        yield body[1024:]
+
+    return await http.post(url, content=chunks(), headers={"content-type": request.headers["content-type"]})
+
+
 async def test_eight_bombs_at_once_to_one_session_decode_one_and_the_server_stays_small(
     memory_bomb: bytes,
 ) -> None:
@@ -133,12 +152,18 @@ async def test_eight_bombs_at_once_to_one_session_decode_one_and_the_server_stay
         pool = http.app.state.server.audio_decoders  # type: ignore[attr-defined]
         async with connected(http) as (sid, peer):
             before = rss_bytes(os.getpid())
-            responses = await asyncio.gather(
-                *(upload(http, sid, f"bomb{i}.flac", memory_bomb) for i in range(8))
+            reading, release = asyncio.Event(), asyncio.Event()
+            first = asyncio.create_task(held_upload(http, sid, memory_bomb, reading, release))
+            await asyncio.wait_for(reading.wait(), timeout=10)
+            others = await asyncio.gather(
+                *(upload(http, sid, f"bomb{i}.flac", memory_bomb) for i in range(7))
             )
-            statuses = sorted(r.status_code for r in responses)
-            assert statuses == [409] * 7 + [413], [r.text for r in responses]
-            refused = next(r for r in responses if r.status_code == 413)
+            assert [r.status_code for r in others] == [409] * 7, [r.text for r in others]
+            assert "still being received or decoded" in others[0].json()["detail"]
+            assert int(others[0].headers["Retry-After"]) >= 1
+            release.set()
+            refused = await first
+            assert refused.status_code == 413, refused.text
             assert "memory" in refused.json()["detail"]
             assert rss_bytes(os.getpid()) - before < 64 * MIB
             for pid in pool.worker_pids():
@@ -146,18 +171,16 @@ async def test_eight_bombs_at_once_to_one_session_decode_one_and_the_server_stay
             await speaks(http, sid, peer)
 
 
-async def test_uploads_past_the_server_wide_decode_bound_get_503(memory_bomb: bytes) -> None:
-    settings = make_settings(
-        decode_max_memory_bytes=BOMB_MEMORY_LIMIT, max_audio_seconds=120.0, decode_max_in_flight=1
-    )
+async def test_uploads_past_the_server_wide_decode_bound_get_503() -> None:
+    settings = make_settings(decode_max_in_flight=1)
     async with running_app(settings) as http:
-        async with connected(http) as (first, _), connected(http) as (second, peer):
-            responses = await asyncio.gather(
-                upload(http, first, "bomb.flac", memory_bomb),
-                upload(http, second, "bomb.flac", memory_bomb),
-            )
-            assert sorted(r.status_code for r in responses) == [413, 503], [r.text for r in responses]
-            busy = next(r for r in responses if r.status_code == 503)
+        pool = http.app.state.server.audio_decoders  # type: ignore[attr-defined]
+        async with connected(http) as (sid, peer):
+            busy_decoding = asyncio.ensure_future(pool.run(time.sleep, 3.0))
+            await asyncio.sleep(0.2)
+            busy = await upload(http, sid, "hello.mp3", encode(speech_like(0.6), "mp3"))
+            assert busy.status_code == 503, busy.text
             assert "DECODE_MAX_IN_FLIGHT" in busy.json()["detail"]
             assert int(busy.headers["Retry-After"]) >= 1
-            await speaks(http, second, peer)
+            await busy_decoding
+            await speaks(http, sid, peer)
