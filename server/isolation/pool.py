@@ -162,7 +162,7 @@ class DecodePool:
             if self._in_flight >= self.max_in_flight:
                 raise DecodeBusyError(
                     f"The server is decoding as many files as it may at once "
-                    f"({self.max_in_flight}, DECODE_MAX_IN_FLIGHT); send this one again in a moment.",
+                    f"({self.max_in_flight}); send this one again in a moment.",
                     retry_after_seconds=RETRY_AFTER_SECONDS,
                 )
             self._in_flight += 1
