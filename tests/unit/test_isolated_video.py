@@ -50,18 +50,23 @@ def test_isolated_refusals_are_video_errors_with_their_status(tmp_path: Path, po
     assert error.value.status == 413
 
 
-def test_a_video_past_the_workers_memory_is_a_413_video_error(tmp_path: Path) -> None:
+def test_a_video_past_the_workers_memory_is_refused_and_the_worker_replaced(
+    tmp_path: Path, pool: DecodePool
+) -> None:
     path = tmp_path / "big.mkv"
     write_video(path, [np.zeros((2048, 2048, 3), np.uint8)] * 2, 25)
+    assert len(list(read_frames(path, pool=pool))) == 2  # with room, the file is fine
     # 12 MiB a picture as RGB, more as the decoder's frames: past the ~90 MiB to spare.
-    pool = DecodePool("test-video", 1, DecodeLimits(300 * MIB, 60.0, 20.0), max_in_flight=1)
+    tight = DecodePool("test-video", 1, DecodeLimits(300 * MIB, 60.0, 20.0), max_in_flight=1)
     try:
         with pytest.raises(VideoError) as error:
-            list(read_frames(path, pool=pool))
-        assert error.value.status == 413
-        assert "memory" in error.value.message
+            list(read_frames(path, pool=tight))
+        # Which allocation fails first varies: numpy's or PyAV's (MemoryError: 413), or one
+        # inside the decoder, which FFmpeg reports as invalid data (400).
+        assert error.value.status in (400, 413), error.value.message
+        assert len(list(read_frames(face_video(tmp_path / "small.mp4", 1.0, size=64), pool=tight))) == 25
     finally:
-        pool.close()
+        tight.close()
 
 
 def test_a_stream_abandoned_halfway_frees_its_worker(tmp_path: Path, pool: DecodePool) -> None:
