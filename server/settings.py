@@ -11,6 +11,8 @@ from typing import Any
 
 # aiortc's own default; used only when WEBRTC_STUN_URLS is not set at all.
 DEFAULT_STUN_URLS = ("stun:stun.l.google.com:19302",)
+# A decode worker's Python, numpy and FFmpeg alone take about 210 MiB of address space.
+MIN_DECODE_MEMORY_BYTES = 256 * 1024 * 1024
 
 # Below a minute a client could get credentials that expire before it has connected.
 MIN_TURN_CREDENTIAL_TTL_SECONDS = 60.0
@@ -78,6 +80,25 @@ class Settings:
     max_upload_bytes: int = _env("MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
     max_audio_seconds: float = _env("MAX_AUDIO_SECONDS", default=120.0)
 
+    # Decoding untrusted media in worker processes (README, "Isolation")
+    decode_workers: int = _env("DECODE_WORKERS", default=2)
+    """Worker processes that decode audio uploads."""
+    decode_max_in_flight: int = _env("DECODE_MAX_IN_FLIGHT", default=8)
+    """Audio decodes running or waiting for a worker, server-wide; beyond: 503."""
+    decode_max_memory_bytes: int = _env("DECODE_MAX_MEMORY_BYTES", default=1024 * 1024 * 1024)
+    """Address space of an audio decode worker (RLIMIT_AS), its libraries (~210 MiB) included."""
+    decode_cpu_seconds: float = _env("DECODE_CPU_SECONDS", default=10.0)
+    decode_timeout_seconds: float = _env("DECODE_TIMEOUT_SECONDS", default=20.0)
+    """Wall time of one audio decode; for an avatar video, the longest wait for a frame."""
+    decode_max_sample_rate: int = _env("DECODE_MAX_SAMPLE_RATE", default=192_000)
+    decode_max_channels: int = _env("DECODE_MAX_CHANNELS", default=32)
+    avatar_decode_max_memory_bytes: int = _env(
+        "AVATAR_DECODE_MAX_MEMORY_BYTES", default=4 * 1024 * 1024 * 1024
+    )
+    """Address space of an avatar video decode worker (RLIMIT_AS)."""
+    avatar_decode_cpu_seconds: float = _env("AVATAR_DECODE_CPU_SECONDS", default=300.0)
+    """CPU time of one pass over an avatar video (preparation reads it twice)."""
+
     # Lip sync
     lipsync_engine: str = _env("LIPSYNC_ENGINE", default="auto")
     lipsync_device: str = _env("LIPSYNC_DEVICE", default="")
@@ -130,12 +151,15 @@ class Settings:
         for name in (
             "max_sessions", "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side",
             "events_listener_backlog",
+            "decode_workers", "decode_max_in_flight", "decode_max_sample_rate",
+            "decode_max_channels",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{_env_name(name)} must be at least 1")
         for name in (
             "session_idle_ttl_seconds", "max_audio_seconds", "avatar_max_video_seconds",
             "events_heartbeat_seconds",
+            "decode_cpu_seconds", "decode_timeout_seconds", "avatar_decode_cpu_seconds",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{_env_name(name)} must be positive")
@@ -158,6 +182,9 @@ class Settings:
                 "WEBRTC_TURN_CREDENTIAL_TTL_SECONDS must be at least "
                 f"{MIN_TURN_CREDENTIAL_TTL_SECONDS:g} seconds"
             )
+        for name in ("decode_max_memory_bytes", "avatar_decode_max_memory_bytes"):
+            if getattr(self, name) < MIN_DECODE_MEMORY_BYTES:
+                problems.append(f"{_env_name(name)} must be at least {MIN_DECODE_MEMORY_BYTES}")
         if self.lipsync_max_batch < 0:
             problems.append("LIPSYNC_MAX_BATCH must not be negative")
         if problems:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
@@ -29,7 +28,6 @@ from server.api.schemas import (
 )
 from server.api.uploads import FILE_PROPERTY, multipart_body, read_upload_form
 from server.core import AvatarServer
-from server.media.audio_input import decode_audio
 from server.refusal import Refusal
 from server.sessions.queue import Cut, SpeechMode
 from server.sessions.session import Session, SessionParams
@@ -163,11 +161,21 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
         400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},
         409: {
             "model": BusyResponse,
-            "description": "Still speaking (mode=reject), the queue is full, or no client connected.",
+            "description": (
+                "Still speaking (mode=reject), the queue is full, another upload being "
+                "received, or no client connected."
+            ),
         },
-        413: {"model": ErrorResponse, "description": "Upload too large or audio too long."},
+        413: {
+            "model": ErrorResponse,
+            "description": "Upload too large, audio too long, or past a decoding limit.",
+        },
         415: {"model": ErrorResponse, "description": "Not audio, or not multipart."},
-        422: {"model": ErrorResponse, "description": "No `audio_file` field, or an unknown mode."},
+        422: {
+            "model": ErrorResponse,
+            "description": "No `audio_file` field, an unknown mode, or unusable audio.",
+        },
+        503: {"model": BusyResponse, "description": "Every decode slot is taken."},
     },
 )
 async def stream(
@@ -184,24 +192,24 @@ async def stream(
     a refusal comes before the upload is read.
     """
     session = _session(server, session_id)
-    session.check_can_speak(mode)  # refuse before reading a body that cannot be used
-    settings = server.settings
-    try:
-        upload = await read_upload_form(request, AUDIO_FIELD, settings.max_upload_bytes)
-    except Refusal as error:
-        server.metrics.upload_refused(error)
-        raise
-    checked = mode is not None
-    mode = _form_mode(upload.fields, mode)
-    if not checked:  # the mode came with the form: refuse before decoding
-        session.check_can_speak(mode)
-    keep = _form_flag(upload.fields, KEEP_QUEUE_FIELD, keep_queue)
-    try:
-        decoded = await asyncio.to_thread(decode_audio, upload.data, settings.max_audio_seconds)
-    except Refusal as error:
-        server.metrics.upload_refused(error)
-        raise
-    admission = session.speak(decoded.samples, mode, keep)
+    # Refused before a body that cannot be used is read; one upload at a time per session.
+    with session.receiving_speech(mode):
+        try:
+            upload = await read_upload_form(request, AUDIO_FIELD, server.settings.max_upload_bytes)
+        except Refusal as error:
+            server.metrics.upload_refused(error)
+            raise
+        checked = mode is not None
+        mode = _form_mode(upload.fields, mode)
+        if not checked:  # the mode came with the form: refuse before decoding
+            session.check_can_speak(mode)
+        keep = _form_flag(upload.fields, KEEP_QUEUE_FIELD, keep_queue)
+        try:
+            decoded = await server.decode_audio(upload.data)
+        except Refusal as error:
+            server.metrics.upload_refused(error)
+            raise
+        admission = session.speak(decoded.samples, mode, keep)
     utterance = admission.utterance
     return StreamAccepted(
         session_id=session.id,

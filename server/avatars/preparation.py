@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -44,6 +44,9 @@ from server.avatars.landmarks import (
 from server.avatars.storage import AvatarFormatError, AvatarWriter, new_metadata, read_metadata, staged
 from server.avatars.video import VideoInfo, VideoLimits, probe_video, read_frames
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.isolation.pool import DecodePool
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +143,18 @@ class Preparer:
     limits: VideoLimits
     max_faceless_share: float
     device: str = ""
+    decoders: DecodePool | None = dataclasses.field(default=None, compare=False)
+    """Worker processes that decode the videos (uploads are untrusted); None: in-process."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Preparer:
+    def from_settings(cls, settings: Settings, decoders: DecodePool | None = None) -> Preparer:
         return cls(
             settings.avatars_dir,
             settings.models_dir,
             VideoLimits.from_settings(settings),
             settings.avatar_max_faceless_share,
             settings.lipsync_device,
+            decoders,
         )
 
     def recipe(self, bbox: Box | None) -> dict[str, Any]:
@@ -199,7 +205,7 @@ class Preparer:
         report = progress or (lambda share: None)
         sha256 = request.sha256 or file_sha256(request.video)
         existing = self.check_replaceable(request.avatar_id, sha256, request.force)
-        info = probe_video(request.video, self.limits)
+        info = probe_video(request.video, self.limits, self.decoders)
         recipe = self.recipe(request.bbox)
         if existing is not None and not request.force and existing["recipe"] == recipe:
             logger.info("avatar %s is already prepared from this video: nothing to do", request.avatar_id)
@@ -254,13 +260,13 @@ class Preparer:
         if request.bbox is not None:
             box = given_box(request.bbox, info.width, info.height)
             count = 0
-            for count, _ in enumerate(read_frames(request.video, max_frames), start=1):
+            for count, _ in enumerate(read_frames(request.video, max_frames, self.decoders), start=1):
                 report(FACES_SHARE * min(count / expected, 1.0))
             return [box] * count, np.full((count, face_box.LANDMARK_COUNT, 2), np.nan, np.float32), ()
 
         found: list[FrameFaces] = []
         with open_landmarker(self.models_dir) as landmarker:
-            for frame in read_frames(request.video, max_frames):
+            for frame in read_frames(request.video, max_frames, self.decoders):
                 found.append(landmarker(frame))
                 report(FACES_SHARE * min(len(found) / expected, 1.0))
         boxes = [frame_box(faces, info.width, info.height) for faces in found]
@@ -319,7 +325,7 @@ class Preparer:
         )
         with staged(writer):
             count = 0
-            for count, frame in enumerate(read_frames(request.video, len(boxes)), start=1):
+            for count, frame in enumerate(read_frames(request.video, len(boxes), self.decoders), start=1):
                 box = boxes[count - 1]
                 mask, _ = masks.blend_mask(frame, box, parser)
                 writer.add(frame, crop_face(frame, box), mask)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+RECEIVING_RETRY_AFTER_SECONDS = 1.0
+"""What a second upload is told to wait while the first is still received or decoded."""
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
 
@@ -116,6 +119,7 @@ class Session:
         self._video: AvatarVideoTrack | None = None
         self._channels: list[RTCDataChannel] = []
         self._negotiation = asyncio.Lock()
+        self._receiving = False
         self._grace_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0
@@ -257,6 +261,26 @@ class Session:
             )
         if mode is not None:
             self._speech.check(mode)  # BusyError, QueueFullError: 409
+
+    @contextlib.contextmanager
+    def receiving_speech(self, mode: SpeechMode | None = SpeechMode.REJECT) -> Iterator[None]:
+        """Hold the session for one upload while it is received and decoded.
+
+        Raises the 409 of `check_can_speak(mode)`, or a 409 while another upload holds it; so an
+        upload is refused before its body is read, and no two are decoded for one session.
+        """
+        self.check_can_speak(mode)
+        if self._receiving:
+            raise BusyError(
+                "Another upload to this session is still being received or decoded; "
+                "send the next one once the avatar has started speaking it.",
+                retry_after_seconds=RECEIVING_RETRY_AFTER_SECONDS,
+            )
+        self._receiving = True
+        try:
+            yield
+        finally:
+            self._receiving = False
 
     def speak(
         self, samples: np.ndarray, mode: SpeechMode = SpeechMode.REJECT, keep_queue: bool = False
