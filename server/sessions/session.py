@@ -28,6 +28,8 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 EVENTS_CHANNEL_LABEL = "events"
+# The token in the session's player_url (README, "Access"): 256 bits, 43 characters.
+TOKEN_BYTES = 32
 """A data channel the client may open; the session sends its events on it as JSON."""
 
 
@@ -73,6 +75,7 @@ class Session:
         on_lost: Callable[[Session, str], Awaitable[None]],
     ) -> None:
         self.id = secrets.token_urlsafe(12)
+        self.token = secrets.token_urlsafe(TOKEN_BYTES)  # never logged
         self.params = params
         self.avatar = avatar
         self.created_at = time.time()
