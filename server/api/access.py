@@ -14,13 +14,16 @@ import hmac
 import ipaddress
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocketException
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
+from starlette.requests import HTTPConnection
 
+from server.api.refuse import POLICY_VIOLATION
 from server.api.schemas import ErrorResponse
 from server.refusal import Refusal
 from server.settings import Settings, SettingsError
@@ -103,7 +106,7 @@ class Credentials:
     token: str | None
 
 
-def presented(request: Request) -> Credentials:
+def presented(request: HTTPConnection) -> Credentials:
     keys: list[str] = []
     token = request.query_params.get(SESSION_TOKEN_QUERY) or request.headers.get(
         SESSION_TOKEN_HEADER
@@ -167,7 +170,7 @@ class AccessPolicy:
     def has_key(self, credentials: Credentials) -> bool:
         return any([self.is_key(candidate) for candidate in credentials.keys])
 
-    def check_key(self, request: Request) -> None:
+    def check_key(self, request: HTTPConnection) -> None:
         """Refuse (401) a request without a valid API key, unless the server is open."""
         if self.open:
             return
@@ -181,7 +184,9 @@ class AccessPolicy:
             f"{KEY_ADVICE}."
         )
 
-    def check_session(self, request: Request, session_id: str, session_token: str | None) -> None:
+    def check_session(
+        self, request: HTTPConnection, session_id: str, session_token: str | None
+    ) -> None:
         """Let an API key through, or the session's own token (`session_token`, None when
         the session does not exist: the route then answers 404). Without either, refuse
         (401) unless the server is open; a token that is not this session's is 403."""
@@ -191,6 +196,8 @@ class AccessPolicy:
         if credentials.token is None:
             if self.open:
                 return
+            if credentials.keys:
+                self.check_key(request)  # refuses, naming the wrong key
             raise AccessRefused(
                 f"This call needs the session's token (the `{SESSION_TOKEN_QUERY}` of its "
                 f"player_url, as '?{SESSION_TOKEN_QUERY}=', '{SESSION_TOKEN_HEADER}' or "
@@ -211,43 +218,69 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-def policy(request: Request) -> AccessPolicy:
-    return request.app.state.access
+def policy(connection: HTTPConnection) -> AccessPolicy:
+    return connection.app.state.access
 
 
-# Declared for the OpenAPI description (and /docs' "Authorize"); the checks read the headers.
+async def require_api_key(connection: HTTPConnection) -> None:
+    """A control call (HTTP or WebSocket): a valid API key, when the server has any."""
+    with _refusing(connection):
+        policy(connection).check_key(connection)
+
+
+async def require_session_access(connection: HTTPConnection) -> None:
+    """A session's player page or signalling (HTTP or WebSocket, path `session_id`): its
+    token or an API key."""
+    session_id = connection.path_params["session_id"]
+    session = connection.app.state.server.sessions.find(session_id)
+    with _refusing(connection):
+        policy(connection).check_session(connection, session_id, session.token if session else None)
+
+
+@contextmanager
+def _refusing(connection: HTTPConnection) -> Iterator[None]:
+    """A WebSocket handshake is refused by closing it: no HTTP answer reaches the client."""
+    try:
+        yield
+    except AccessRefused as refusal:
+        if connection.scope["type"] == "websocket":
+            raise WebSocketException(POLICY_VIOLATION, refusal.message[:120]) from None
+        raise
+
+
+def has_api_key(connection: HTTPConnection) -> bool:
+    """Whether the caller may see what only key holders see (always, on an open server)."""
+    access = policy(connection)
+    return access.open or access.has_key(presented(connection))
+
+
+# The same checks, declaring the credentials in the OpenAPI description (and /docs'
+# "Authorize"); FastAPI's security classes take HTTP requests only.
 _bearer = HTTPBearer(auto_error=False, description="An API key, or a session's token.")
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 _token = APIKeyQuery(name=SESSION_TOKEN_QUERY, auto_error=False, scheme_name="SessionToken")
 
 
-def require_api_key(
+async def _documented_control(
     request: Request, _b: Any = Depends(_bearer), _k: Any = Depends(_api_key)
 ) -> None:
-    """A control call: a valid API key, when the server has any."""
-    policy(request).check_key(request)
+    await require_api_key(request)
 
 
-def require_session_access(
+async def _documented_signalling(
     request: Request,
     _b: Any = Depends(_bearer),
     _k: Any = Depends(_api_key),
     _t: Any = Depends(_token),
 ) -> None:
-    """A session's player page or signalling: its token or an API key (path `session_id`)."""
-    session_id = request.path_params["session_id"]
-    session = request.app.state.server.sessions.find(session_id)
-    policy(request).check_session(request, session_id, session.token if session else None)
+    await require_session_access(request)
 
 
-def has_api_key(request: Request) -> bool:
-    """Whether the request may see what only key holders see (always, on an open server)."""
-    access = policy(request)
-    return access.open or access.has_key(presented(request))
-
-
-CONTROL = Depends(require_api_key)
-SIGNALLING = Depends(require_session_access)
+# Checks run in the event loop (async): they do no blocking work.
+# For HTTP routes and routers: `dependencies=[CONTROL]`, `dependencies=[SIGNALLING]`. For a
+# WebSocket route: `dependencies=[Depends(require_api_key)]` (or require_session_access).
+CONTROL = Depends(_documented_control)
+SIGNALLING = Depends(_documented_signalling)
 
 ACCESS_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No valid API key (or session token)."},
