@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from server.api.refuse import POLICY_VIOLATION
 from server.api.schemas import ErrorResponse
 from server.refusal import Refusal
 from server.settings import Settings, SettingsError
-
-logger = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-Api-Key"  # HeyGen's form
 SESSION_TOKEN_HEADER = "X-Session-Token"
