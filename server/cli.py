@@ -13,14 +13,17 @@ from server.settings import Settings, SettingsError
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.api.access import check_exposure, load_api_keys
     from server.app import create_app
     from server.lipsync.selection import EngineUnavailableError, check_engine
     from server.logs import configure_logging
 
     try:
-        settings = Settings.from_env(host=args.host, port=args.port)
+        overrides = {"allow_open_access": True} if args.allow_open else {}
+        settings = Settings.from_env(host=args.host, port=args.port, **overrides)
         level = (args.log_level or settings.log_level).upper()
         configure_logging(level, settings.log_format)
+        check_exposure(settings, load_api_keys(settings))
         check_engine(settings)
     except (SettingsError, EngineUnavailableError) as error:
         print(f"avatar-server: {error}", file=sys.stderr)
@@ -138,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--log-level", default=None, help="debug, info, warning (LOG_LEVEL)")
+    serve.add_argument(
+        "--allow-open", action="store_true",
+        help="listen beyond loopback without API keys: anyone who reaches it may use it "
+        "(ALLOW_OPEN_ACCESS=1)",
+    )
     serve.set_defaults(run=_serve)
 
     prepare = commands.add_parser(

@@ -37,9 +37,22 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = _env("PUBLIC_URL", default="")
+    """Base URL clients reach the server at (for `player_url`); empty: the request's own."""
     cors_allow_origins: tuple[str, ...] = _env("CORS_ALLOW_ORIGINS", default=())
     """Web origins whose pages may call the API from another origin (`*`: any); empty: none."""
-    """Base URL clients reach the server at (for `player_url`); empty: the request's own."""
+
+    # Access (README, "Access")
+    api_keys: tuple[str, ...] = _env("API_KEYS", default=(), repr=False)
+    """Keys a control call must carry; with none here nor in API_KEYS_FILE the server is open."""
+    api_keys_file: str = _env("API_KEYS_FILE", default="")
+    """A file of more keys, one a line (`#` starts a comment)."""
+    allow_open_access: bool = _env("ALLOW_OPEN_ACCESS", default=False)
+    """Let `serve` listen beyond loopback without API keys."""
+    allowed_hosts: tuple[str, ...] = _env("ALLOWED_HOSTS", default=())
+    """Host names requests may carry besides loopback, the bound host and PUBLIC_URL's
+    (`*.example.org`: its subdomains; `*`: any)."""
+    player_frame_ancestors: str = _env("PLAYER_FRAME_ANCESTORS", default="")
+    """CSP frame-ancestors of the player and demo pages; empty: 'self' and CORS_ALLOW_ORIGINS."""
 
     # Sync (DESIGN.md, "the media clock")
     audio_prebuffer_seconds: float = _env("WEBRTC_AUDIO_PREBUFFER_SECONDS", default=0.2)

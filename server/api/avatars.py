@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
 from server.api.schemas import (
     ID_PATTERN,
@@ -25,7 +26,9 @@ from server.avatars.store import BUILT_IN_AVATARS
 from server.core import AvatarServer
 from server.refusal import Refusal
 
-router = APIRouter(prefix="/avatars", tags=["avatars"])
+router = APIRouter(
+    prefix="/avatars", tags=["avatars"], dependencies=[CONTROL], responses=ACCESS_RESPONSES
+)
 
 VIDEO_FIELD = "video_file"
 TRUE_WORDS = ("1", "true", "yes", "on")

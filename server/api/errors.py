@@ -40,10 +40,10 @@ def _describe_validation(error: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refusal)
     async def refused(request: Request, error: Refusal) -> JSONResponse:
-        headers = None
+        headers = dict(error.headers)
         retry_after = error.extra.get("retry_after_seconds")
         if retry_after is not None:
-            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         return _counted(request, _error(error.status, error.message, headers, **error.extra))
 
     @app.exception_handler(WorkerClosedError)

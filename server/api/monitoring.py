@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
 from server.api.schemas import ErrorResponse, Ready
 from server.metrics import CONTENT_TYPE
@@ -41,7 +42,11 @@ async def ready(server: ServerDep) -> Ready:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus' text format."}},
+    dependencies=[CONTROL],  # per-session figures are for the operator (README, "Access")
+    responses={
+        200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus' text format."},
+        **ACCESS_RESPONSES,
+    },
 )
 async def metrics(server: ServerDep) -> Response:
     """The server's metrics for Prometheus (README, "Monitoring")."""

@@ -46,7 +46,10 @@ class SessionParameters(BaseModel):
 
 class SessionCreated(SessionParameters):
     session_id: str
-    player_url: str
+    player_url: str = Field(description="The hosted player; it carries `session_token`.")
+    session_token: str = Field(
+        description="Lets this session's player and signalling calls in (README, \"Access\")."
+    )
     ice_servers: list[IceServer]
     engine: str
     idle_ttl_seconds: float
@@ -159,8 +162,13 @@ class SessionEnded(BaseModel):
     state: Literal["closed"] = "closed"
 
 
-class Health(BaseModel):
+class Alive(BaseModel):
+    """What `/health` tells a caller without an API key (on a server that has keys)."""
+
     status: Literal["ok"] = "ok"
+
+
+class Health(Alive):
     engine: str
     engine_reason: str
     engine_details: dict[str, str | int | float]

@@ -8,6 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from server.api.access import (
+    ACCESS_RESPONSES,
+    CONTROL,
+    SESSION_TOKEN_QUERY,
+    SIGNALLING,
+    SIGNALLING_RESPONSES,
+)
 from server.api.dependencies import ServerDep
 from server.api.event_stream import MEDIA_TYPE, event_stream_response
 from server.api.schemas import (
@@ -32,7 +39,17 @@ from server.refusal import Refusal
 from server.sessions.queue import Cut, SpeechMode
 from server.sessions.session import Session, SessionParams
 
-router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
+# Control calls need an API key (when the server has any); signalling, the calls the
+# player makes, also takes the session's token (README, "Access").
+router = APIRouter(
+    prefix="/webrtc/sessions", tags=["sessions"], dependencies=[CONTROL], responses=ACCESS_RESPONSES
+)
+signalling = APIRouter(
+    prefix="/webrtc/sessions",
+    tags=["sessions"],
+    dependencies=[SIGNALLING],
+    responses=SIGNALLING_RESPONSES,
+)
 
 AUDIO_FIELD = "audio_file"
 MODE_FIELD = "mode"
@@ -47,9 +64,10 @@ def _session(server: AvatarServer, session_id: str) -> Session:
     return server.sessions.get(session_id)
 
 
-def player_url(request: Request, server: AvatarServer, session_id: str) -> str:
+def player_url(request: Request, server: AvatarServer, session: Session) -> str:
+    """PUBLIC_URL, or the request's own base (its Host is an allowed one: server.api.hosts)."""
     base = server.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-    return f"{base}/player/{session_id}"
+    return f"{base}/player/{session.id}?{SESSION_TOKEN_QUERY}={session.token}"
 
 
 @router.post(
@@ -78,14 +96,15 @@ async def create_session(
     return SessionCreated(
         **asdict(params),
         session_id=session.id,
-        player_url=player_url(request, server, session.id),
+        player_url=player_url(request, server, session),
+        session_token=session.token,
         ice_servers=session.ice_servers.current(),
         engine=server.engine.name,
         idle_ttl_seconds=server.settings.session_idle_ttl_seconds,
     )
 
 
-@router.post(
+@signalling.post(
     "/{session_id}/offer",
     response_model=SessionDescription,
     responses={**NOT_FOUND, 400: {"model": ErrorResponse, "description": "Unusable offer."}},
@@ -96,7 +115,7 @@ async def offer(session_id: str, body: SessionDescription, server: ServerDep) ->
     return SessionDescription(sdp=answer.sdp, type="answer")
 
 
-@router.post(
+@signalling.post(
     "/{session_id}/ice",
     status_code=204,
     responses={
@@ -266,7 +285,7 @@ async def events(session_id: str, server: ServerDep) -> StreamingResponse:
     )
 
 
-@router.get("/{session_id}", response_model=SessionInfo, responses=NOT_FOUND)
+@signalling.get("/{session_id}", response_model=SessionInfo, responses=NOT_FOUND)
 async def get_session(session_id: str, server: ServerDep) -> SessionInfo:
     """The session's state and figures; also resets its idle timer."""
     session = _session(server, session_id)

@@ -69,6 +69,11 @@ class SessionRegistry:
         )
         return session
 
+    def find(self, session_id: str) -> Session | None:
+        """The live session, or None; its idle timer is left as it is."""
+        session = self._sessions.get(session_id)
+        return None if session is None or session.closed else session
+
     def get(self, session_id: str) -> Session:
         """The session, its idle timer reset; 404 if unknown, ended or expired."""
         session = self._sessions.get(session_id)

@@ -43,6 +43,8 @@ RECEIVING_RETRY_AFTER_SECONDS = 1.0
 """What a second upload is told to wait while the first is still received or decoded."""
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
+# The token in the session's player_url (README, "Access"): 256 bits, 43 characters.
+TOKEN_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Session:
         # Lines about this session carry its id as a field (LOG_FORMAT=json).
         self._log = logging.LoggerAdapter(logger, {"session_id": self.id})
         self._metrics = metrics or ServerMetrics()
+        self.token = secrets.token_urlsafe(TOKEN_BYTES)  # never logged
         self.params = params
         self.ice_servers = SessionIceServers(settings, self.id)
         """What its clients are told to use, and what its own peer connections use."""
