@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file as save_safetensors
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from server.lipsync.musetalk.unet import MUSETALK_UNET_CONFIG, build_unet
@@ -53,6 +54,8 @@ TINY_WHISPER_CONFIG: dict[str, Any] = {
     "decoder_start_token_id": 3,
 }
 
+TIED_WHISPER_TENSOR = "proj_out.weight"
+"""Shares its storage with the decoder's token embedding; safetensors stores it once."""
 UNET_FILES = {"1.5": ("musetalkV15", "unet.pth"), "1.0": ("musetalk", "pytorch_model.bin")}
 
 
@@ -61,11 +64,14 @@ def write_tiny_weights(
     versions: tuple[str, ...] = ("1.5", "1.0"),
     seed: int = 0,
     legacy_vae_names: bool = True,
+    safetensors: bool = False,
 ) -> Path:
     """Write a complete models folder of tiny random weights into `models_dir`.
 
     The VAE's attention tensors are saved under their legacy names by default, as the
-    official sd-vae-ft-mse `.bin` (diffusers 0.4.2) has them.
+    official sd-vae-ft-mse `.bin` (diffusers 0.4.2) has them. With `safetensors` the VAE
+    and whisper are saved as `.safetensors` files instead of `.bin` (as transformers and
+    diffusers save them now, tied tensors once).
     """
     models_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng():
@@ -83,14 +89,23 @@ def write_tiny_weights(
         state = build_vae(TINY_VAE_CONFIG, "cpu").state_dict()
         if legacy_vae_names:
             state = _legacy_attention_names(state)
-        torch.save(state, vae_dir / "diffusion_pytorch_model.bin")
+        if safetensors:
+            save_safetensors(state, vae_dir / "diffusion_pytorch_model.safetensors")
+        else:
+            torch.save(state, vae_dir / "diffusion_pytorch_model.bin")
 
         torch.manual_seed(seed + 20)
         whisper_dir = models_dir / "whisper"
         whisper_dir.mkdir(exist_ok=True)
         config = WhisperConfig(**TINY_WHISPER_CONFIG)
         config.to_json_file(whisper_dir / "config.json")
-        torch.save(WhisperForConditionalGeneration(config).state_dict(), whisper_dir / "pytorch_model.bin")
+        state = WhisperForConditionalGeneration(config).state_dict()
+        if safetensors:
+            # The output projection is the token embedding (tied): stored once, as HF does.
+            state.pop(TIED_WHISPER_TENSOR)
+            save_safetensors(state, whisper_dir / "model.safetensors")
+        else:
+            torch.save(state, whisper_dir / "pytorch_model.bin")
         WhisperFeatureExtractor(feature_size=80).to_json_file(whisper_dir / "preprocessor_config.json")
     return models_dir
 
