@@ -100,8 +100,6 @@ class Settings:
             problems.append("LIPSYNC_ENGINE must be one of auto, demo, musetalk")
         if self.musetalk_version not in ("auto", "1.5", "1.0"):
             problems.append("MUSETALK_VERSION must be one of auto, 1.5, 1.0")
-        if abs(self.musetalk_bbox_shift) > BBOX_SHIFT_LIMIT:
-            problems.append(f"MUSETALK_BBOX_SHIFT must be between -{BBOX_SHIFT_LIMIT} and {BBOX_SHIFT_LIMIT}")
         if self.musetalk_audio_window not in ("centred", "musetalk"):
             problems.append("MUSETALK_AUDIO_WINDOW must be one of centred, musetalk")
         for name in (
@@ -125,6 +123,8 @@ class Settings:
             )
         if not 0 <= self.avatar_max_faceless_share < 1:
             problems.append("AVATAR_MAX_FACELESS_SHARE must be at least 0 and below 1")
+        if abs(self.musetalk_bbox_shift) > BBOX_SHIFT_LIMIT:
+            problems.append(f"MUSETALK_BBOX_SHIFT must be between -{BBOX_SHIFT_LIMIT} and {BBOX_SHIFT_LIMIT}")
         if self.session_reconnect_grace_seconds < 0:
             problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
         if self.lipsync_max_batch < 0:
