@@ -718,7 +718,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         defaults = {
             "dtypes": ("fp16", "bf16") if device.type == "cuda" else ("fp32",),
             "batch_sizes": (1, 2, 4, 8, 16, 24, 32, 48, 64),
-            "sessions": (1, 4, 8, 12, 16, 20, 24, 32, 40, 48, 64),
+            "sessions": (1, 8, 16, 20, 24, 32, 48, 64),
             "seconds": 6.0,
             "fps": 25,
         }
