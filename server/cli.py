@@ -55,7 +55,10 @@ def _prepare_avatar(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=(args.log_level or "warning").upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    request = PreparationRequest(args.video, args.avatar_id, bbox, args.force, args.video.name)
+    request = PreparationRequest(
+        args.video, args.avatar_id, bbox, args.force, args.video.name,
+        musetalk_version=args.musetalk_version, bbox_shift=args.bbox_shift,
+    )
     with tqdm(total=100, unit="%", desc=f"preparing {args.avatar_id}", bar_format=PROGRESS_BAR) as bar:
 
         def progress(share: float) -> None:
@@ -158,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--bbox", metavar="X1,Y1,X2,Y2",
         help="the face box (pixels) for every frame, instead of finding the face",
+    )
+    prepare.add_argument(
+        "--musetalk-version", choices=("1.5", "1.0"), default=None,
+        help="the MuseTalk version to prepare for (its face box and mask recipe); "
+        "default: the one the server runs (MUSETALK_VERSION and the weights in MODELS_DIR)",
+    )
+    prepare.add_argument(
+        "--bbox-shift", type=int, default=None, metavar="PIXELS",
+        help="MuseTalk 1.0 only: move the face box's vertical centre down (+) or up (-) by this "
+        "many pixels; a larger value opens the mouth less (default: MUSETALK_BBOX_SHIFT, 0)",
     )
     prepare.add_argument(
         "--force", action="store_true",

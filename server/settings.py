@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.avatars.recipe import BBOX_SHIFT_LIMIT
+
 # aiortc's own default; used only when WEBRTC_STUN_URLS is not set at all.
 DEFAULT_STUN_URLS = ("stun:stun.l.google.com:19302",)
 # A decode worker's Python, numpy and FFmpeg alone take about 210 MiB of address space.
@@ -122,6 +124,9 @@ class Settings:
     """MuseTalk's weights, in MuseTalk's own layout (models/README.md)."""
     musetalk_version: str = _env("MUSETALK_VERSION", default="auto")
     """MuseTalk weights to run: 1.5, 1.0, or auto (1.5 when its files are complete, else 1.0)."""
+    musetalk_bbox_shift: int = _env("MUSETALK_BBOX_SHIFT", default=0)
+    """MuseTalk 1.0's bbox_shift for avatars prepared for 1.0 that do not give their own:
+    pixels the face box's vertical centre moves down (negative: up); 1.5 always uses 0."""
     musetalk_audio_window: str = _env("MUSETALK_AUDIO_WINDOW", default="centred")
     """Which audio each video frame sees: `centred` on the frame at every fps (MuseTalk's
     training window; the same as MuseTalk's at 25 fps), or `musetalk`, MuseTalk's realtime
@@ -182,6 +187,8 @@ class Settings:
             )
         if not 0 <= self.avatar_max_faceless_share < 1:
             problems.append("AVATAR_MAX_FACELESS_SHARE must be at least 0 and below 1")
+        if abs(self.musetalk_bbox_shift) > BBOX_SHIFT_LIMIT:
+            problems.append(f"MUSETALK_BBOX_SHIFT must be between -{BBOX_SHIFT_LIMIT} and {BBOX_SHIFT_LIMIT}")
         if self.session_reconnect_grace_seconds < 0:
             problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
         if self.max_queued_utterances < 0:

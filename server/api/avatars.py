@@ -21,6 +21,7 @@ from server.api.uploads import FILE_PROPERTY, multipart_body, save_upload
 from server.avatars.face_box import parse_box
 from server.avatars.jobs import JobState, PreparationJob
 from server.avatars.preparation import PreparationRequest
+from server.avatars.recipe import recipe_version
 from server.avatars.storage import UPLOAD_PREFIX, stored_latents
 from server.avatars.store import BUILT_IN_AVATARS
 from server.core import AvatarServer
@@ -47,6 +48,14 @@ NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such avatar, nor a
             "avatar_id": {"type": "string", "pattern": ID_PATTERN},
             "force": {"type": "boolean", "description": "replace an existing avatar"},
             "bbox": {"type": "string", "description": "x1,y1,x2,y2: every frame's face box"},
+            "musetalk_version": {
+                "type": "string", "enum": ["1.5", "1.0"],
+                "description": "the MuseTalk version to prepare for; default: the server's",
+            },
+            "bbox_shift": {
+                "type": "integer",
+                "description": "MuseTalk 1.0 only: pixels the face box's centre moves down (-: up)",
+            },
         },
         required=[VIDEO_FIELD, "avatar_id"],
     ),
@@ -73,13 +82,19 @@ async def prepare_avatar(request: Request, response: Response, server: ServerDep
         avatar_id = saved.fields.get("avatar_id")
         if not avatar_id:
             raise Refusal("The form has no field 'avatar_id'; name the avatar there.", 422)
+        bbox = _box(saved.fields.get("bbox"))
+        version = saved.fields.get("musetalk_version") or None
+        bbox_shift = _integer("bbox_shift", saved.fields.get("bbox_shift"))
+        server.preparer.musetalk_recipe(bbox, version, bbox_shift)  # 422 now, not in the job
         preparation = PreparationRequest(
             saved.path,
             avatar_id,
-            bbox=_box(saved.fields.get("bbox")),
+            bbox=bbox,
             force=_flag(saved.fields.get("force", "")),
             source_name=saved.filename,
             sha256=saved.sha256,
+            musetalk_version=version,
+            bbox_shift=bbox_shift,
         )
         await server.preparations.submit(preparation)
     except BaseException:
@@ -170,6 +185,8 @@ def _prepared_info(server: AvatarServer, metadata: dict[str, Any]) -> PreparedAv
         prepared_at=metadata["prepared_at"],
         landmarks=metadata["recipe"]["landmarks"],
         face_parsing=metadata["recipe"]["face_parsing"],
+        musetalk_version=recipe_version(metadata),
+        bbox_shift=int(metadata["recipe"].get("bbox_shift", 0)),
         warnings=metadata.get("warnings", []),
         latents=stored_latents(server.settings.avatars_dir / metadata["avatar_id"]),
     )
@@ -182,6 +199,15 @@ def _box(text: str | None) -> tuple[int, int, int, int] | None:
         return parse_box(text)
     except ValueError as error:
         raise Refusal(f"The field 'bbox' is invalid: {error}.", 422) from None
+
+
+def _integer(name: str, text: str | None) -> int | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise Refusal(f"The field {name!r} must be a whole number of pixels (got {text!r}).", 422) from None
 
 
 def _flag(text: str) -> bool:

@@ -192,6 +192,8 @@ class PreparedAvatarInfo(BaseModel):
     prepared_at: str
     landmarks: str = Field(description="dwpose, mediapipe-face-mesh or bbox.")
     face_parsing: str = Field(description="bisenet:<weights hash>, or feathered without the weights.")
+    musetalk_version: str = Field(description="The MuseTalk version whose recipe it was prepared with.")
+    bbox_shift: int = Field(description="MuseTalk 1.0's bbox_shift it was prepared with (0 for 1.5).")
     warnings: list[str]
     latents: list[str] = Field(description="engine/version of the latents engines stored so far.")
 
