@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from server.api import avatars, pages, sessions
 from server.api.errors import install_error_handlers
+from server.api.openapi import install_openapi
 from server.core import AvatarServer
 from server.settings import Settings
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -9,11 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from server.api.dependencies import ServerDep
+from server.api.openapi import RETRY_AFTER_HEADER, SHUTTING_DOWN, invalid_request, link
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
     CHUNK_DURATION_RANGE,
     FPS_RANGE,
     ID_PATTERN,
+    AvatarNotFoundResponse,
     BusyResponse,
     ErrorResponse,
     IceCandidate,
@@ -33,6 +35,19 @@ router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
 AUDIO_FIELD = "audio_file"
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired session."}}
+INVALID_BODY = invalid_request("A body that is not the JSON object described.")
+
+# Every call on a session takes the id that `create` answers.
+SESSION_LINKS = {
+    name: link(operation, description, session_id="$response.body#/session_id")
+    for name, operation, description in (
+        ("GetSession", "get_session", "The session's state and figures."),
+        ("Offer", "offer", "Negotiate the session's peer connection."),
+        ("IceCandidate", "ice_candidate", "Trickle a candidate of that connection."),
+        ("Stream", "stream", "Make the avatar speak."),
+        ("DeleteSession", "delete_session", "End the session."),
+    )
+}
 
 
 def _session(server: AvatarServer, session_id: str) -> Session:
@@ -46,10 +61,16 @@ def player_url(request: Request, server: AvatarServer, session_id: str) -> str:
 
 @router.post(
     "/create",
+    operation_id="create_session",
     response_model=SessionCreated,
     responses={
-        404: {"model": ErrorResponse, "description": "Unknown avatar."},
-        503: {"model": ErrorResponse, "description": "The server is at its session limit."},
+        200: {"links": SESSION_LINKS},
+        404: {"model": AvatarNotFoundResponse, "description": "Unknown avatar."},
+        **invalid_request("A parameter out of range (the message names it)."),
+        503: {
+            "model": ErrorResponse,
+            "description": "The server is at its session limit, or shutting down.",
+        },
     },
 )
 async def create_session(
@@ -79,8 +100,13 @@ async def create_session(
 
 @router.post(
     "/{session_id}/offer",
+    operation_id="offer",
     response_model=SessionDescription,
-    responses={**NOT_FOUND, 400: {"model": ErrorResponse, "description": "Unusable offer."}},
+    responses={
+        **NOT_FOUND,
+        400: {"model": ErrorResponse, "description": "Unusable offer."},
+        **INVALID_BODY,
+    },
 )
 async def offer(session_id: str, body: SessionDescription, server: ServerDep) -> SessionDescription:
     """Answer an SDP offer (recvonly audio and video); a new offer replaces the connection."""
@@ -90,11 +116,13 @@ async def offer(session_id: str, body: SessionDescription, server: ServerDep) ->
 
 @router.post(
     "/{session_id}/ice",
+    operation_id="ice_candidate",
     status_code=204,
     responses={
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Malformed candidate."},
         409: {"model": ErrorResponse, "description": "No offer yet."},
+        **INVALID_BODY,
     },
 )
 async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) -> None:
@@ -104,15 +132,25 @@ async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) 
 
 @router.post(
     "/{session_id}/stream",
+    operation_id="stream",
     response_model=StreamAccepted,
     openapi_extra=multipart_body({AUDIO_FIELD: FILE_PROPERTY}, required=[AUDIO_FIELD]),
     responses={
+        200: {"links": {"GetSession": SESSION_LINKS["GetSession"]}},
         **NOT_FOUND,
-        400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},
-        409: {"model": BusyResponse, "description": "Still speaking, or no client connected."},
+        400: {
+            "model": ErrorResponse,
+            "description": "Empty, corrupt or truncated audio; a malformed multipart body.",
+        },
+        409: {
+            "model": BusyResponse,
+            "description": "Still speaking (with `retry_after_seconds`), or no client connected.",
+            "headers": RETRY_AFTER_HEADER,
+        },
         413: {"model": ErrorResponse, "description": "Upload too large or audio too long."},
         415: {"model": ErrorResponse, "description": "Not audio, or not multipart."},
-        422: {"model": ErrorResponse, "description": "No `audio_file` field."},
+        **invalid_request("No `audio_file` field, or it is not a file."),
+        **SHUTTING_DOWN,
     },
 )
 async def stream(session_id: str, request: Request, server: ServerDep) -> StreamAccepted:
@@ -138,14 +176,21 @@ async def stream(session_id: str, request: Request, server: ServerDep) -> Stream
     )
 
 
-@router.get("/{session_id}", response_model=SessionInfo, responses=NOT_FOUND)
+@router.get(
+    "/{session_id}", operation_id="get_session", response_model=SessionInfo, responses=NOT_FOUND
+)
 async def get_session(session_id: str, server: ServerDep) -> SessionInfo:
     """The session's state and figures; also resets its idle timer."""
     info = _session(server, session_id).describe()
     return SessionInfo.model_validate({**info, "ice_servers": server.settings.ice_servers()})
 
 
-@router.delete("/{session_id}", response_model=SessionEnded, responses=NOT_FOUND)
+@router.delete(
+    "/{session_id}",
+    operation_id="delete_session",
+    response_model=SessionEnded,
+    responses={200: {"links": {"GetSession": SESSION_LINKS["GetSession"]}}, **NOT_FOUND},
+)
 async def delete_session(session_id: str, server: ServerDep) -> SessionEnded:
     """End the session and free everything it holds."""
     await server.sessions.close(session_id, "deleted by the client")
