@@ -49,6 +49,7 @@ class ServerProcess:
             "AVATARS_DIR": str(SHARED_AVATARS_DIR),
             "MODELS_DIR": str(EMPTY_MODELS_DIR),
             "LOG_LEVEL": "warning",
+            "PYTHONFAULTHANDLER": "1",  # a native crash prints the Python stack to the log
             **(environment or {}),
         }
         self.url = ""

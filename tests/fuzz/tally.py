@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections import Counter
 
 TALLIES: list[Tally] = []
+NOTES: list[str] = []
+
+
+def note(line: str) -> None:
+    """A line for the summary at the end of the run."""
+    NOTES.append(line)
 
 
 class Tally:
