@@ -124,7 +124,9 @@ async def list_avatars(server: ServerDep) -> AvatarList:
     return AvatarList(avatars=[describe(server, avatar_id) for avatar_id in sorted(ids)])
 
 
-@router.get("/{avatar_id}", operation_id="get_avatar", response_model=AvatarInfo, responses=NOT_FOUND)
+@router.get(
+    "/{avatar_id}", operation_id="get_avatar", response_model=AvatarInfo, responses=NOT_FOUND
+)
 async def get_avatar(avatar_id: str, server: ServerDep) -> AvatarInfo:
     """An avatar's state (`queued`, `running`, `ready`, `failed`) and its preparation's progress."""
     if server.preparations.get(avatar_id) is None and not server.avatars.exists(avatar_id):

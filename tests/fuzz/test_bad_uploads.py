@@ -30,6 +30,7 @@ from tests.fuzz.bad_uploads import (
     encode,
     file_upload,
 )
+from tests.fuzz.listening_client import CONNECT_TIMEOUT_SECONDS, CREATE_TIMEOUT_SECONDS
 from tests.fuzz.tally import Tally, note
 from tests.server_process import ServerProcess
 from tests.webrtc_client import ClientPeer
@@ -92,11 +93,11 @@ class SpeakingSession:
         if not self.server.alive():
             self.server.start()
         self.http = httpx.AsyncClient(base_url=self.server.url, timeout=REQUEST_TIMEOUT_SECONDS)
-        created = await self.http.post("/webrtc/sessions/create")
+        created = await self.http.post("/webrtc/sessions/create", timeout=CREATE_TIMEOUT_SECONDS)
         created.raise_for_status()
         self.session_id = created.json()["session_id"]
         self.peer = ClientPeer(self.http, self.session_id)
-        await self.peer.connect()
+        await self.peer.connect(CONNECT_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
         if self.peer is not None:

@@ -10,12 +10,11 @@ be a server error.
 
 from __future__ import annotations
 
-import asyncio
+import subprocess
+import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 
-import httpx
 import hypothesis
 import pytest
 import schemathesis
@@ -33,8 +32,7 @@ from schemathesis.specs.openapi.checks import (
 from server.app import create_app
 from tests.conftest import make_settings
 from tests.fuzz.tally import Tally
-from tests.server_process import ServerProcess
-from tests.webrtc_client import ClientPeer
+from tests.server_process import ROOT, ServerProcess
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.webrtc]
 
@@ -87,7 +85,7 @@ CONNECTED_SESSION_OPERATIONS = {
     "POST /webrtc/sessions/{session_id}/stream",
     "GET /webrtc/sessions/{session_id}",
 }
-CONNECT_TIMEOUT_SECONDS = 30.0
+CLIENT_STOP_SECONDS = 30.0
 
 STATELESS = Tally("schemathesis, stateless")
 STATEFUL = Tally("schemathesis, stateful")
@@ -103,49 +101,29 @@ def contract_server() -> Iterator[ServerProcess]:
         server.close()
 
 
-class ConnectedPeer:
-    """A real aiortc client connected to a new session, on an event loop of its own thread
-    (schemathesis' calls are synchronous)."""
-
-    def __init__(self, url: str) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="peer", daemon=True)
-        self._thread.start()
-        self._http = httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_SECONDS)
-        self._peer: ClientPeer | None = None
-        self.session_id = self._run(self._connect())
-
-    def _run(self, coroutine: object) -> object:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
-        return future.result(CONNECT_TIMEOUT_SECONDS)
-
-    async def _connect(self) -> str:
-        created = await self._http.post("/webrtc/sessions/create")
-        created.raise_for_status()
-        session_id = created.json()["session_id"]
-        self._peer = ClientPeer(self._http, session_id)
-        await self._peer.connect()
-        return session_id
-
-    async def _close(self) -> None:
-        if self._peer is not None:
-            await self._peer.close()
-        await self._http.aclose()
-
-    def close(self) -> None:
-        self._run(self._close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(CONNECT_TIMEOUT_SECONDS)
-        self._loop.close()
-
-
 @pytest.fixture(scope="module")
 def connected_session(contract_server: ServerProcess) -> Iterator[str]:
-    peer = ConnectedPeer(contract_server.url)
+    """The id of a session with a real client connected (tests/fuzz/listening_client.py)."""
+    client = subprocess.Popen(
+        [sys.executable, "-m", "tests.fuzz.listening_client", contract_server.url],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        yield peer.session_id
+        assert client.stdout is not None
+        session_id = client.stdout.readline().strip()
+        assert session_id, "the client did not connect"
+        yield session_id
     finally:
-        peer.close()
+        assert client.stdin is not None
+        client.stdin.close()
+        try:
+            client.wait(CLIENT_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            client.wait()
 
 
 def _check_alive(server: ServerProcess) -> None:
@@ -155,8 +133,6 @@ def _check_alive(server: ServerProcess) -> None:
 
 @SCHEMA.parametrize()
 @hypothesis.settings(**HYPOTHESIS_SETTINGS)
-# The connected peer's aiortc (in its thread) draws from `random` while cases are generated.
-@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_every_answer_is_documented_and_none_is_a_server_error(
     case: schemathesis.Case, contract_server: ServerProcess, connected_session: str
 ) -> None:
