@@ -18,6 +18,7 @@ from server.api.hosts import AllowedHostsMiddleware, HostAllowList
 from server.api.log_redaction import install_token_redaction
 from server.api.origins import CrossSiteMiddleware, OriginPolicy
 from server.api.page_headers import SecurityHeadersMiddleware
+from server.api.openapi import install_openapi
 from server.core import AvatarServer
 from server.settings import Settings
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.state.access = access
     install_error_handlers(app)
     install_docs(app)
+    install_openapi(app)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
+from server.api.openapi import invalid_request, link
 from server.api.schemas import (
     ID_PATTERN,
     AvatarDeleted,
@@ -37,9 +38,19 @@ FALSE_WORDS = ("", "0", "false", "no", "off")
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such avatar, nor a preparation of one."}}
 
+# The preparation that `POST /avatars` starts is followed, and the avatar removed, by its id.
+AVATAR_LINKS = {
+    name: link(operation, description, avatar_id="$response.body#/avatar_id")
+    for name, operation, description in (
+        ("GetAvatar", "get_avatar", "Follow the preparation."),
+        ("DeleteAvatar", "delete_avatar", "Remove the avatar."),
+    )
+}
+
 
 @router.post(
     "",
+    operation_id="prepare_avatar",
     status_code=202,
     response_model=AvatarInfo,
     openapi_extra=multipart_body(
@@ -60,12 +71,17 @@ NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such avatar, nor a
         required=[VIDEO_FIELD, "avatar_id"],
     ),
     responses={
+        202: {"links": AVATAR_LINKS},
         400: {"model": ErrorResponse, "description": "Unreadable video or malformed form."},
         403: {"model": ErrorResponse, "description": "The built-in avatar's id."},
         409: {"model": ErrorResponse, "description": "Being prepared, or exists from another video."},
         413: {"model": ErrorResponse, "description": "Upload, video or frames too large or long."},
         415: {"model": ErrorResponse, "description": "Not multipart, or no video stream."},
-        422: {"model": ErrorResponse, "description": "Missing field, bad id or box, video too short."},
+        **invalid_request("Missing field, bad id, box or flag, video too short."),
+        503: {
+            "model": ErrorResponse,
+            "description": "No face detector can run on this server, or it is shutting down.",
+        },
     },
 )
 async def prepare_avatar(request: Request, response: Response, server: ServerDep) -> AvatarInfo:
@@ -104,14 +120,31 @@ async def prepare_avatar(request: Request, response: Response, server: ServerDep
     return describe(server, avatar_id)
 
 
-@router.get("", response_model=AvatarList)
+@router.get(
+    "",
+    operation_id="list_avatars",
+    response_model=AvatarList,
+    responses={
+        200: {
+            "links": {
+                "CreateSession": link(
+                    "create_session",
+                    "A session with a listed avatar (once its state is ready).",
+                    avatar_id="$response.body#/avatars/0/avatar_id",
+                )
+            }
+        }
+    },
+)
 async def list_avatars(server: ServerDep) -> AvatarList:
     """Every avatar: the built-in one, those prepared, those being (or failing to be) prepared."""
     ids = set(server.avatars.available()) | {job.avatar_id for job in server.preparations.jobs()}
     return AvatarList(avatars=[describe(server, avatar_id) for avatar_id in sorted(ids)])
 
 
-@router.get("/{avatar_id}", response_model=AvatarInfo, responses=NOT_FOUND)
+@router.get(
+    "/{avatar_id}", operation_id="get_avatar", response_model=AvatarInfo, responses=NOT_FOUND
+)
 async def get_avatar(avatar_id: str, server: ServerDep) -> AvatarInfo:
     """An avatar's state (`queued`, `running`, `ready`, `failed`) and its preparation's progress."""
     if server.preparations.get(avatar_id) is None and not server.avatars.exists(avatar_id):
@@ -121,8 +154,10 @@ async def get_avatar(avatar_id: str, server: ServerDep) -> AvatarInfo:
 
 @router.delete(
     "/{avatar_id}",
+    operation_id="delete_avatar",
     response_model=AvatarDeleted,
     responses={
+        200: {"links": {"GetAvatar": AVATAR_LINKS["GetAvatar"]}},
         **NOT_FOUND,
         403: {"model": ErrorResponse, "description": "The built-in avatar."},
         409: {"model": ErrorResponse, "description": "In use by a session, or being prepared."},

@@ -13,12 +13,48 @@ CHUNK_DURATION_RANGE = (0.2, 10.0)
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 
+def _left_out_when_none(schema: dict[str, Any]) -> None:
+    """The JSON schema of an optional field that answers leave out, never send as null."""
+    variants = [variant for variant in schema.pop("anyOf", []) if variant.get("type") != "null"]
+    if variants:
+        schema.update(variants[0])
+    schema.pop("default", None)
+
+
 class ErrorResponse(BaseModel):
+    """Every refusal: a sentence that says what was wrong and what to do."""
+
     detail: str
 
 
+class FieldError(BaseModel):
+    """One request parameter or field that failed validation."""
+
+    loc: list[str | int] = Field(description="Where: e.g. ['fps'] or ['body', 'sdp'].")
+    msg: str
+    type: str
+
+
+class InvalidRequestResponse(ErrorResponse):
+    """422: `detail` names every invalid parameter; `errors` lists them when the request's
+    parameters or JSON body failed validation (a missing form field has only `detail`)."""
+
+    errors: list[FieldError] | None = Field(default=None, json_schema_extra=_left_out_when_none)
+
+
+class AvatarNotFoundResponse(ErrorResponse):
+    available_avatars: list[str] = Field(description="The avatars that can be used.")
+
+
 class BusyResponse(ErrorResponse):
-    retry_after_seconds: float = Field(description="When the avatar should be free again.")
+    """409: `retry_after_seconds` (and a Retry-After header) while the avatar is speaking;
+    left out when no client is connected yet."""
+
+    retry_after_seconds: float | None = Field(
+        default=None,
+        description="When the avatar should be free again.",
+        json_schema_extra=_left_out_when_none,
+    )
 
 
 class IceServer(BaseModel):

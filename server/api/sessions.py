@@ -17,11 +17,13 @@ from server.api.access import (
 )
 from server.api.dependencies import ServerDep
 from server.api.event_stream import MEDIA_TYPE, event_stream_response
+from server.api.openapi import RETRY_AFTER_HEADER, SHUTTING_DOWN, invalid_request, link
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
     CHUNK_DURATION_RANGE,
     FPS_RANGE,
     ID_PATTERN,
+    AvatarNotFoundResponse,
     BusyResponse,
     CutUtterance,
     ErrorResponse,
@@ -58,6 +60,19 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired session."}}
+INVALID_BODY = invalid_request("A body that is not the JSON object described.")
+
+# Every call on a session takes the id that `create` answers.
+SESSION_LINKS = {
+    name: link(operation, description, session_id="$response.body#/session_id")
+    for name, operation, description in (
+        ("GetSession", "get_session", "The session's state and figures."),
+        ("Offer", "offer", "Negotiate the session's peer connection."),
+        ("IceCandidate", "ice_candidate", "Trickle a candidate of that connection."),
+        ("Stream", "stream", "Make the avatar speak."),
+        ("DeleteSession", "delete_session", "End the session."),
+    )
+}
 
 
 def _session(server: AvatarServer, session_id: str) -> Session:
@@ -72,10 +87,16 @@ def player_url(request: Request, server: AvatarServer, session: Session) -> str:
 
 @router.post(
     "/create",
+    operation_id="create_session",
     response_model=SessionCreated,
     responses={
-        404: {"model": ErrorResponse, "description": "Unknown avatar."},
-        503: {"model": ErrorResponse, "description": "The server is at its session limit."},
+        200: {"links": SESSION_LINKS},
+        404: {"model": AvatarNotFoundResponse, "description": "Unknown avatar."},
+        **invalid_request("A parameter out of range (the message names it)."),
+        503: {
+            "model": ErrorResponse,
+            "description": "The server is at its session limit, or shutting down.",
+        },
     },
 )
 async def create_session(
@@ -106,8 +127,13 @@ async def create_session(
 
 @signalling.post(
     "/{session_id}/offer",
+    operation_id="offer",
     response_model=SessionDescription,
-    responses={**NOT_FOUND, 400: {"model": ErrorResponse, "description": "Unusable offer."}},
+    responses={
+        **NOT_FOUND,
+        400: {"model": ErrorResponse, "description": "Unusable offer."},
+        **INVALID_BODY,
+    },
 )
 async def offer(session_id: str, body: SessionDescription, server: ServerDep) -> SessionDescription:
     """Answer an SDP offer (recvonly audio and video); a new offer replaces the connection."""
@@ -117,11 +143,13 @@ async def offer(session_id: str, body: SessionDescription, server: ServerDep) ->
 
 @signalling.post(
     "/{session_id}/ice",
+    operation_id="ice_candidate",
     status_code=204,
     responses={
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Malformed candidate."},
         409: {"model": ErrorResponse, "description": "No offer yet."},
+        **INVALID_BODY,
     },
 )
 async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) -> None:
@@ -166,6 +194,7 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
 
 @router.post(
     "/{session_id}/stream",
+    operation_id="stream",
     response_model=StreamAccepted,
     openapi_extra=multipart_body(
         {
@@ -176,25 +205,34 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
         required=[AUDIO_FIELD],
     ),
     responses={
+        200: {"links": {"GetSession": SESSION_LINKS["GetSession"]}},
         **NOT_FOUND,
-        400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},
+        400: {
+            "model": ErrorResponse,
+            "description": "Empty, corrupt or truncated audio; a malformed multipart body.",
+        },
         409: {
             "model": BusyResponse,
             "description": (
                 "Still speaking (mode=reject), the queue is full, another upload being "
-                "received, or no client connected."
+                "received (all with `retry_after_seconds`), or no client connected."
             ),
+            "headers": RETRY_AFTER_HEADER,
         },
         413: {
             "model": ErrorResponse,
             "description": "Upload too large, audio too long, or past a decoding limit.",
         },
         415: {"model": ErrorResponse, "description": "Not audio, or not multipart."},
-        422: {
-            "model": ErrorResponse,
-            "description": "No `audio_file` field, an unknown mode, or unusable audio.",
+        **invalid_request(
+            "No `audio_file` field or it is not a file, an unknown mode, or unusable audio."
+        ),
+        503: {
+            "model": BusyResponse,
+            "description": "Every decode slot is taken (with `retry_after_seconds`), or the "
+            "server is shutting down.",
+            "headers": RETRY_AFTER_HEADER,
         },
-        503: {"model": BusyResponse, "description": "Every decode slot is taken."},
     },
 )
 async def stream(
@@ -249,7 +287,12 @@ async def stream(
     )
 
 
-@router.post("/{session_id}/interrupt", response_model=InterruptResult, responses=NOT_FOUND)
+@router.post(
+    "/{session_id}/interrupt",
+    operation_id="interrupt",
+    response_model=InterruptResult,
+    responses={**NOT_FOUND, **invalid_request("`keep_queue` is not true or false.")},
+)
 async def interrupt(
     session_id: str,
     server: ServerDep,
@@ -269,6 +312,7 @@ async def interrupt(
 
 @router.get(
     "/{session_id}/events",
+    operation_id="events",
     response_class=StreamingResponse,
     responses={
         **NOT_FOUND,
@@ -285,7 +329,9 @@ async def events(session_id: str, server: ServerDep) -> StreamingResponse:
     )
 
 
-@signalling.get("/{session_id}", response_model=SessionInfo, responses=NOT_FOUND)
+@signalling.get(
+    "/{session_id}", operation_id="get_session", response_model=SessionInfo, responses=NOT_FOUND
+)
 async def get_session(session_id: str, server: ServerDep) -> SessionInfo:
     """The session's state and figures; also resets its idle timer."""
     session = _session(server, session_id)
@@ -293,7 +339,12 @@ async def get_session(session_id: str, server: ServerDep) -> SessionInfo:
     return SessionInfo.model_validate({**info, "ice_servers": session.ice_servers.current()})
 
 
-@router.delete("/{session_id}", response_model=SessionEnded, responses=NOT_FOUND)
+@router.delete(
+    "/{session_id}",
+    operation_id="delete_session",
+    response_model=SessionEnded,
+    responses={200: {"links": {"GetSession": SESSION_LINKS["GetSession"]}}, **NOT_FOUND},
+)
 async def delete_session(session_id: str, server: ServerDep) -> SessionEnded:
     """End the session and free everything it holds."""
     await server.sessions.close(session_id, "deleted by the client")
