@@ -7,6 +7,10 @@
 # --network host: WebRTC media flows over UDP ports the server picks per connection, which
 # a plain -p mapping does not cover (without it, give clients a TURN server through
 # WEBRTC_TURN_URLS). Without weights in models/ the server runs the demo engine.
+# docker-compose.yml runs it with coturn and Caddy (README.md, "Deployment").
+#
+# The server runs as the unprivileged user `avatar` (uid 10001): a mounted avatars/ must be
+# writable by it (chown 10001 avatars), models/ only readable.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -28,6 +32,13 @@ COPY server ./server
 RUN bash scripts/setup.sh
 COPY player ./player
 COPY models/README.md models/manifest.json ./models/
+
+ARG APP_UID=10001
+RUN groupadd --system --gid "$APP_UID" avatar \
+    && useradd --system --uid "$APP_UID" --gid avatar --create-home --home-dir /home/avatar avatar \
+    && mkdir -p "$AVATARS_DIR" \
+    && chown avatar:avatar "$AVATARS_DIR"
+USER avatar
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \

@@ -24,6 +24,9 @@
   const params = new URLSearchParams(location.search);
   const sessionId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
   const api = `${location.origin}/webrtc/sessions/${encodeURIComponent(sessionId)}`;
+  // The session's token (player_url's `token`) lets this page's calls in; none on an open server.
+  const token = params.get("token");
+  const authorization = token ? { Authorization: `Bearer ${token}` } : {};
   const stage = document.getElementById("stage");
   const video = document.getElementById("avatar");
   const statusBox = document.getElementById("status");
@@ -85,8 +88,12 @@
   // --- the session ----------------------------------------------------------------------
 
   async function lookUpSession() {
-    const response = await fetch(api, { cache: "no-store" });
+    const response = await fetch(api, { cache: "no-store", headers: authorization });
     if (response.status === 404) return null;
+    if (response.status === 401 || response.status === 403) {
+      const body = await response.json().catch(() => ({}));
+      throw new FatalError(body.detail || `not allowed (${response.status})`);
+    }
     if (!response.ok) throw new Error(`session look-up failed (${response.status})`);
     return response.json();
   }
@@ -179,7 +186,7 @@
     try {
       await fetch(`${api}/ice`, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", ...authorization },
         body: JSON.stringify(init),
       });
     } catch (error) {
@@ -225,7 +232,7 @@
     await peer.setLocalDescription(await peer.createOffer());
     const response = await fetch(`${api}/offer`, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...authorization },
       body: JSON.stringify({ sdp: peer.localDescription.sdp, type: "offer" }),
     });
     if (gen !== generation) return;

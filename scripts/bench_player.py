@@ -56,7 +56,7 @@ def one_run(browser: Any, server: LiveServer, codec: str, audio: str) -> dict[st
         player = PlayerPage(context, (FIRST_FRAME_SCRIPT,))
         created = server_post(player, server, "/webrtc/sessions/create")
         try:
-            player.open(f"{created['player_url']}?codec={codec}")
+            player.open(f"{created['player_url']}&codec={codec}")  # after its ?token=
             player.wait_for_state("ready", timeout=30)
             player.wait(IDLE_BEFORE_UPLOAD_SECONDS)
             upload = player.page.evaluate(

@@ -51,7 +51,7 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server_process(extra_env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def server_process(extra_env: dict[str, str] | None = None, start_timeout: float = 60.0) -> Iterator[ServerProcess]:
     port = free_port()
     env = {**os.environ, **SAFE_ENVIRONMENT, **(extra_env or {})}
     process = subprocess.Popen(
@@ -61,7 +61,7 @@ def server_process(extra_env: dict[str, str] | None = None) -> Iterator[ServerPr
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:

@@ -29,7 +29,8 @@ done
 case "$VERSION" in 1.5|1.0|all) ;; *) echo "--version must be 1.5, 1.0 or all" >&2; exit 2 ;; esac
 command -v curl >/dev/null || { echo "curl is needed to download the weights" >&2; exit 1; }
 
-# "path repository path-in-repository" for every file wanted, from the manifest.
+# "path repository path-in-repository alternatives" for every file wanted, from the manifest
+# (alternatives: other accepted paths of the same content, comma-separated, or "-").
 entries="$(python3 - "$MANIFEST" "$VERSION" <<'PY'
 import json
 import sys
@@ -39,17 +40,27 @@ versions = list(manifest["versions"]) if sys.argv[2] == "all" else [sys.argv[2]]
 wanted = {"vae", "whisper", *manifest["preparation"]} | {manifest["versions"][v] for v in versions}
 for entry in manifest["files"]:
     if entry["component"] in wanted:
-        print(entry["path"], entry["repo"], entry["repo_path"])
+        print(entry["path"], entry["repo"], entry["repo_path"], ",".join(entry.get("alternatives", [])) or "-")
 PY
 )"
 
 auth=()
 if [ -n "${HF_TOKEN:-}" ]; then auth=(-H "Authorization: Bearer $HF_TOKEN"); fi
 
-while read -r path repo repo_path; do
+while read -r path repo repo_path alternatives; do
   target="$MODELS_DIR/$path"
   if [ -s "$target" ] && [ "$FORCE" = 0 ]; then
     log "have $path"
+    continue
+  fi
+  have=""
+  if [ "$alternatives" != - ] && [ "$FORCE" = 0 ]; then
+    for alternative in ${alternatives//,/ }; do
+      if [ -s "$MODELS_DIR/$alternative" ]; then have="$alternative"; fi
+    done
+  fi
+  if [ -n "$have" ]; then
+    log "have $have (instead of $path)"
     continue
   fi
   mkdir -p "$(dirname "$target")"

@@ -13,23 +13,28 @@ from server.settings import Settings, SettingsError
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from server.api.access import check_exposure, load_api_keys
     from server.app import create_app
     from server.lipsync.selection import EngineUnavailableError, check_engine
+    from server.logs import configure_logging
 
     try:
-        settings = Settings.from_env(host=args.host, port=args.port)
+        overrides = {"allow_open_access": True} if args.allow_open else {}
+        settings = Settings.from_env(host=args.host, port=args.port, **overrides)
+        level = (args.log_level or settings.log_level).upper()
+        configure_logging(level, settings.log_format)
+        check_exposure(settings, load_api_keys(settings))
         check_engine(settings)
     except (SettingsError, EngineUnavailableError) as error:
         print(f"avatar-server: {error}", file=sys.stderr)
         return 2
-    level = (args.log_level or settings.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     logging.getLogger("server").info(
         "open http://%s:%d/ to try the avatar (API docs: /docs)", shown_host, args.port
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=level.lower())
+    # log_config=None: uvicorn leaves logging as configure_logging set it.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=level.lower(), log_config=None)
     return 0
 
 
@@ -50,7 +55,10 @@ def _prepare_avatar(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=(args.log_level or "warning").upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    request = PreparationRequest(args.video, args.avatar_id, bbox, args.force, args.video.name)
+    request = PreparationRequest(
+        args.video, args.avatar_id, bbox, args.force, args.video.name,
+        musetalk_version=args.musetalk_version, bbox_shift=args.bbox_shift,
+    )
     with tqdm(total=100, unit="%", desc=f"preparing {args.avatar_id}", bar_format=PROGRESS_BAR) as bar:
 
         def progress(share: float) -> None:
@@ -136,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--log-level", default=None, help="debug, info, warning (LOG_LEVEL)")
+    serve.add_argument(
+        "--allow-open", action="store_true",
+        help="listen beyond loopback without API keys: anyone who reaches it may use it "
+        "(ALLOW_OPEN_ACCESS=1)",
+    )
     serve.set_defaults(run=_serve)
 
     prepare = commands.add_parser(
@@ -148,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--bbox", metavar="X1,Y1,X2,Y2",
         help="the face box (pixels) for every frame, instead of finding the face",
+    )
+    prepare.add_argument(
+        "--musetalk-version", choices=("1.5", "1.0"), default=None,
+        help="the MuseTalk version to prepare for (its face box and mask recipe); "
+        "default: the one the server runs (MUSETALK_VERSION and the weights in MODELS_DIR)",
+    )
+    prepare.add_argument(
+        "--bbox-shift", type=int, default=None, metavar="PIXELS",
+        help="MuseTalk 1.0 only: move the face box's vertical centre down (+) or up (-) by this "
+        "many pixels; a larger value opens the mouth less (default: MUSETALK_BBOX_SHIFT, 0)",
     )
     prepare.add_argument(
         "--force", action="store_true",

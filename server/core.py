@@ -10,13 +10,20 @@ from server.chat.llm import ChatCompletions
 from server.avatars.preparation import Preparation, Preparer
 from server.avatars.storage import load_prepared, remove_leftovers
 from server.avatars.store import AvatarStore
+from server.isolation.pool import DecodeLimits, DecodePool
 from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
+from server.metrics import ServerMetrics
+from server.media.audio_input import DecodedAudio, decode_audio
 from server.sessions.registry import SessionRegistry
 from server.settings import Settings
 from server.tts.selection import build_tts
 
 logger = logging.getLogger(__name__)
+
+VIDEO_DECODE_WORKERS = 2
+"""One for the preparation running (they run one at a time), one for checking new uploads."""
+VIDEO_DECODE_MAX_IN_FLIGHT = 4
 
 
 class AvatarServer:
@@ -28,10 +35,36 @@ class AvatarServer:
         self.engine = self.choice.engine
         logger.info("lip-sync engine: %s (%s)", self.engine.name, self.choice.reason)
         self.worker = LipSyncWorker(self.engine, settings.lipsync_max_batch)
-        self.preparer = Preparer.from_settings(settings)
+        self.metrics = ServerMetrics()
+        self.audio_decoders = DecodePool(
+            "audio-decode",
+            settings.decode_workers,
+            DecodeLimits(
+                settings.decode_max_memory_bytes,
+                settings.decode_cpu_seconds,
+                settings.decode_timeout_seconds,
+            ),
+            settings.decode_max_in_flight,
+            on_replaced=self.metrics.decode_worker_crashed,
+        )
+        self.video_decoders = DecodePool(
+            "video-decode",
+            VIDEO_DECODE_WORKERS,
+            DecodeLimits(
+                settings.avatar_decode_max_memory_bytes,
+                settings.avatar_decode_cpu_seconds,
+                settings.decode_timeout_seconds,
+            ),
+            VIDEO_DECODE_MAX_IN_FLIGHT,
+            on_replaced=self.metrics.decode_worker_crashed,
+        )
+        self.preparer = Preparer.from_settings(settings, self.video_decoders)
         self.avatars = AvatarStore(self.worker, self.preparer)
         self.preparations = PreparationJobs(self.preparer, self._precompute)
-        self.sessions = SessionRegistry(settings, self.worker, self.avatars)
+        self.sessions = SessionRegistry(settings, self.worker, self.avatars, self.metrics)
+        self.metrics.watch(self.sessions, self.worker, settings.max_sessions)
+        self.accepting = False
+        """Whether new sessions are taken: from `start()` until `close()` begins."""
         self.tts = build_tts(settings)
         logger.info(
             "text to speech: %s (%s)", self.tts.name,
@@ -45,7 +78,35 @@ class AvatarServer:
         folder = self.settings.avatars_dir
         for name in remove_leftovers(folder):
             logger.info("removed %s, left in %s by an interrupted preparation", name, folder)
+        await asyncio.gather(
+            asyncio.to_thread(self.audio_decoders.start),
+            asyncio.to_thread(self.video_decoders.start),
+        )
         self.sessions.start()
+        self.accepting = True
+
+    def unready_reason(self) -> str | None:
+        """Why the server cannot serve new sessions now (`/ready`), or None when it can."""
+        if not self.accepting:
+            return "The server is starting or shutting down."
+        if not self.worker.running:
+            return f"The render worker of the {self.engine.name} engine has stopped."
+        return None
+
+    async def decode_audio(self, data: bytes) -> DecodedAudio:
+        """An uploaded file decoded in a worker process, within the upload limits.
+
+        Raises `DecodeError` (400, 413, 415, 422: the decoder's refusals and the worker's
+        limits) and `DecodeBusyError` (503, every decode slot taken).
+        """
+        settings = self.settings
+        return await self.audio_decoders.run(
+            decode_audio,
+            data,
+            settings.max_audio_seconds,
+            settings.decode_max_sample_rate,
+            settings.decode_max_channels,
+        )
 
     async def _precompute(self, preparation: Preparation) -> None:
         """Let the engine compute what a new avatar needs (MuseTalk's latents) right away,
@@ -54,7 +115,10 @@ class AvatarServer:
         await self.worker.call(self.engine.precompute, avatar)
 
     async def close(self) -> None:
+        self.accepting = False
         await self.sessions.close_all()
         await self.preparations.close()
         await self.llm.close()
+        self.audio_decoders.close()
+        self.video_decoders.close()
         self.worker.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 class Refusal(Exception):
     """A request the server refuses: `status` is the HTTP status, `message` a sentence the
-    user can act on, and `extra` further fields of the JSON body."""
+    user can act on, `extra` further fields of the JSON body, `headers` of the response."""
 
     status = 400
 
@@ -15,5 +15,6 @@ class Refusal(Exception):
         super().__init__(message)
         self.message = message
         self.extra = extra
+        self.headers: dict[str, str] = {}
         if status is not None:
             self.status = status

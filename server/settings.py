@@ -9,8 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.avatars.recipe import BBOX_SHIFT_LIMIT
+
 # aiortc's own default; used only when WEBRTC_STUN_URLS is not set at all.
 DEFAULT_STUN_URLS = ("stun:stun.l.google.com:19302",)
+# A decode worker's Python, numpy and FFmpeg alone take about 210 MiB of address space.
+MIN_DECODE_MEMORY_BYTES = 256 * 1024 * 1024
+
+# Below a minute a client could get credentials that expire before it has connected.
+MIN_TURN_CREDENTIAL_TTL_SECONDS = 60.0
+# A day: longer than sessions usually live (they are renewed when they come near it).
+DEFAULT_TURN_CREDENTIAL_TTL_SECONDS = 24 * 3600.0
 
 
 class SettingsError(ValueError):
@@ -30,9 +39,22 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = _env("PUBLIC_URL", default="")
+    """Base URL clients reach the server at (for `player_url`); empty: the request's own."""
     cors_allow_origins: tuple[str, ...] = _env("CORS_ALLOW_ORIGINS", default=())
     """Web origins whose pages may call the API from another origin (`*`: any); empty: none."""
-    """Base URL clients reach the server at (for `player_url`); empty: the request's own."""
+
+    # Access (README, "Access")
+    api_keys: tuple[str, ...] = _env("API_KEYS", default=(), repr=False)
+    """Keys a control call must carry; with none here nor in API_KEYS_FILE the server is open."""
+    api_keys_file: str = _env("API_KEYS_FILE", default="")
+    """A file of more keys, one a line (`#` starts a comment)."""
+    allow_open_access: bool = _env("ALLOW_OPEN_ACCESS", default=False)
+    """Let `serve` listen beyond loopback without API keys."""
+    allowed_hosts: tuple[str, ...] = _env("ALLOWED_HOSTS", default=())
+    """Host names requests may carry besides loopback, the bound host and PUBLIC_URL's
+    (`*.example.org`: its subdomains; `*`: any)."""
+    player_frame_ancestors: str = _env("PLAYER_FRAME_ANCESTORS", default="")
+    """CSP frame-ancestors of the player and demo pages; empty: 'self' and CORS_ALLOW_ORIGINS."""
 
     # Sync (DESIGN.md, "the media clock")
     audio_prebuffer_seconds: float = _env("WEBRTC_AUDIO_PREBUFFER_SECONDS", default=0.2)
@@ -44,6 +66,14 @@ class Settings:
     turn_urls: tuple[str, ...] = _env("WEBRTC_TURN_URLS", default=())
     turn_user: str = _env("WEBRTC_TURN_USER", default="")
     turn_pass: str = _env("WEBRTC_TURN_PASS", default="")
+    turn_rest_urls: tuple[str, ...] = _env("WEBRTC_TURN_REST_URLS", default=())
+    """TURN servers that share `turn_secret` (coturn's `use-auth-secret`): each session gets
+    its own time-limited credentials for them (server/media/ice_servers.py)."""
+    turn_secret: str = _env("WEBRTC_TURN_SECRET", default="", repr=False)
+    turn_credential_ttl_seconds: float = _env(
+        "WEBRTC_TURN_CREDENTIAL_TTL_SECONDS", default=DEFAULT_TURN_CREDENTIAL_TTL_SECONDS
+    )
+    """How long a session's minted TURN credentials are valid."""
     ice_host_addresses: tuple[str, ...] = _env("WEBRTC_ICE_HOST_ADDRESSES", default=())
     """Host addresses the server gathers ICE candidates on; empty: every interface."""
 
@@ -65,6 +95,25 @@ class Settings:
     max_upload_bytes: int = _env("MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
     max_audio_seconds: float = _env("MAX_AUDIO_SECONDS", default=120.0)
 
+    # Decoding untrusted media in worker processes (README, "Isolation")
+    decode_workers: int = _env("DECODE_WORKERS", default=2)
+    """Worker processes that decode audio uploads."""
+    decode_max_in_flight: int = _env("DECODE_MAX_IN_FLIGHT", default=8)
+    """Audio decodes running or waiting for a worker, server-wide; beyond: 503."""
+    decode_max_memory_bytes: int = _env("DECODE_MAX_MEMORY_BYTES", default=1024 * 1024 * 1024)
+    """Address space of an audio decode worker (RLIMIT_AS), its libraries (~210 MiB) included."""
+    decode_cpu_seconds: float = _env("DECODE_CPU_SECONDS", default=10.0)
+    decode_timeout_seconds: float = _env("DECODE_TIMEOUT_SECONDS", default=20.0)
+    """Wall time of one audio decode; for an avatar video, the longest wait for a frame."""
+    decode_max_sample_rate: int = _env("DECODE_MAX_SAMPLE_RATE", default=192_000)
+    decode_max_channels: int = _env("DECODE_MAX_CHANNELS", default=32)
+    avatar_decode_max_memory_bytes: int = _env(
+        "AVATAR_DECODE_MAX_MEMORY_BYTES", default=4 * 1024 * 1024 * 1024
+    )
+    """Address space of an avatar video decode worker (RLIMIT_AS)."""
+    avatar_decode_cpu_seconds: float = _env("AVATAR_DECODE_CPU_SECONDS", default=300.0)
+    """CPU time of one pass over an avatar video (preparation reads it twice)."""
+
     # Lip sync
     lipsync_engine: str = _env("LIPSYNC_ENGINE", default="auto")
     lipsync_device: str = _env("LIPSYNC_DEVICE", default="")
@@ -75,6 +124,9 @@ class Settings:
     """MuseTalk's weights, in MuseTalk's own layout (models/README.md)."""
     musetalk_version: str = _env("MUSETALK_VERSION", default="auto")
     """MuseTalk weights to run: 1.5, 1.0, or auto (1.5 when its files are complete, else 1.0)."""
+    musetalk_bbox_shift: int = _env("MUSETALK_BBOX_SHIFT", default=0)
+    """MuseTalk 1.0's bbox_shift for avatars prepared for 1.0 that do not give their own:
+    pixels the face box's vertical centre moves down (negative: up); 1.5 always uses 0."""
     musetalk_audio_window: str = _env("MUSETALK_AUDIO_WINDOW", default="centred")
     """Which audio each video frame sees: `centred` on the frame at every fps (MuseTalk's
     training window; the same as MuseTalk's at 25 fps), or `musetalk`, MuseTalk's realtime
@@ -133,6 +185,8 @@ class Settings:
     """Most characters of history sent; older messages go first."""
 
     log_level: str = _env("LOG_LEVEL", default="info")
+    log_format: str = _env("LOG_FORMAT", default="text")
+    """`text` lines, or `json`: one object per line, with `session_id` as a field."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -140,6 +194,8 @@ class Settings:
             problems.append("LIPSYNC_ENGINE must be one of auto, demo, musetalk")
         if self.musetalk_version not in ("auto", "1.5", "1.0"):
             problems.append("MUSETALK_VERSION must be one of auto, 1.5, 1.0")
+        if self.log_format not in ("text", "json"):
+            problems.append("LOG_FORMAT must be one of text, json")
         if self.musetalk_audio_window not in ("centred", "musetalk"):
             problems.append("MUSETALK_AUDIO_WINDOW must be one of centred, musetalk")
         for name in (
@@ -152,12 +208,15 @@ class Settings:
         for name in (
             "max_sessions", "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side",
             "events_listener_backlog",
+            "decode_workers", "decode_max_in_flight", "decode_max_sample_rate",
+            "decode_max_channels",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{_env_name(name)} must be at least 1")
         for name in (
             "session_idle_ttl_seconds", "max_audio_seconds", "avatar_max_video_seconds",
             "events_heartbeat_seconds",
+            "decode_cpu_seconds", "decode_timeout_seconds", "avatar_decode_cpu_seconds",
         ):
             if getattr(self, name) <= 0:
                 problems.append(f"{_env_name(name)} must be positive")
@@ -167,10 +226,24 @@ class Settings:
             )
         if not 0 <= self.avatar_max_faceless_share < 1:
             problems.append("AVATAR_MAX_FACELESS_SHARE must be at least 0 and below 1")
+        if abs(self.musetalk_bbox_shift) > BBOX_SHIFT_LIMIT:
+            problems.append(f"MUSETALK_BBOX_SHIFT must be between -{BBOX_SHIFT_LIMIT} and {BBOX_SHIFT_LIMIT}")
         if self.session_reconnect_grace_seconds < 0:
             problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
         if self.max_queued_utterances < 0:
             problems.append("MAX_QUEUED_UTTERANCES must not be negative")
+        if self.turn_rest_urls and not self.turn_secret:
+            problems.append("WEBRTC_TURN_REST_URLS needs WEBRTC_TURN_SECRET, the secret they share")
+        if self.turn_secret and not self.turn_rest_urls:
+            problems.append("WEBRTC_TURN_SECRET needs WEBRTC_TURN_REST_URLS, the servers sharing it")
+        if self.turn_credential_ttl_seconds < MIN_TURN_CREDENTIAL_TTL_SECONDS:
+            problems.append(
+                "WEBRTC_TURN_CREDENTIAL_TTL_SECONDS must be at least "
+                f"{MIN_TURN_CREDENTIAL_TTL_SECONDS:g} seconds"
+            )
+        for name in ("decode_max_memory_bytes", "avatar_decode_max_memory_bytes"):
+            if getattr(self, name) < MIN_DECODE_MEMORY_BYTES:
+                problems.append(f"{_env_name(name)} must be at least {MIN_DECODE_MEMORY_BYTES}")
         if self.lipsync_max_batch < 0:
             problems.append("LIPSYNC_MAX_BATCH must not be negative")
         if self.tts_engine not in ("espeak", "piper", "openai"):
@@ -208,7 +281,9 @@ class Settings:
         return self.tts_voices_dir if str(self.tts_voices_dir) not in ("", ".") else self.models_dir / "tts"
 
     def ice_servers(self) -> list[dict[str, Any]]:
-        """The ICE servers in the form browsers' RTCConfiguration takes."""
+        """The configured STUN and static TURN servers, in the form browsers'
+        RTCConfiguration takes (a session adds its own TURN credentials to them:
+        server/media/ice_servers.py)."""
         servers: list[dict[str, Any]] = []
         if self.stun_urls:
             servers.append({"urls": list(self.stun_urls)})

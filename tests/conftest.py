@@ -20,6 +20,7 @@ TEST_ENVIRONMENT = {
     "WEBRTC_TURN_URLS": "",
     "WEBRTC_ICE_HOST_ADDRESSES": "127.0.0.1",
     "LIPSYNC_ENGINE": "demo",
+    "ALLOWED_HOSTS": "testserver",  # httpx's ASGI transport's host name
 }
 
 

@@ -44,7 +44,9 @@ def in_test_network_namespace() -> bool:
 class LiveServer:
     """`create_app(settings)` served at `url` until `stop()`."""
 
-    def __init__(self, settings: Settings, host: str = NETNS_HOST_ADDRESS) -> None:
+    def __init__(
+        self, settings: Settings, host: str = NETNS_HOST_ADDRESS, log_level: str = "warning"
+    ) -> None:
         self.settings = settings
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,7 +55,7 @@ class LiveServer:
         self.url = f"http://{host}:{port}"
         self.app = create_app(settings)
         self._uvicorn = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", lifespan="on")
+            uvicorn.Config(self.app, log_level=log_level, lifespan="on")
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="live-server", daemon=True)

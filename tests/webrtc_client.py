@@ -92,13 +92,14 @@ class ClientPeer:
         host_addresses: tuple[str, ...] = ("127.0.0.1",),
         keep_images: bool = False,
         trickle: bool = False,
+        configuration: RTCConfiguration | None = None,
     ) -> None:
         self.http = http
         self.session_id = session_id
         self.host_addresses = host_addresses
         self.keep_images = keep_images
         self.trickle = trickle
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.received = Received()
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
+from server.api.openapi import invalid_request, link
 from server.api.schemas import (
     ID_PATTERN,
     AvatarDeleted,
@@ -20,12 +22,15 @@ from server.api.uploads import FILE_PROPERTY, multipart_body, save_upload
 from server.avatars.face_box import parse_box
 from server.avatars.jobs import JobState, PreparationJob
 from server.avatars.preparation import PreparationRequest
+from server.avatars.recipe import recipe_version
 from server.avatars.storage import UPLOAD_PREFIX, stored_latents
 from server.avatars.store import BUILT_IN_AVATARS
 from server.core import AvatarServer
 from server.refusal import Refusal
 
-router = APIRouter(prefix="/avatars", tags=["avatars"])
+router = APIRouter(
+    prefix="/avatars", tags=["avatars"], dependencies=[CONTROL], responses=ACCESS_RESPONSES
+)
 
 VIDEO_FIELD = "video_file"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -33,9 +38,19 @@ FALSE_WORDS = ("", "0", "false", "no", "off")
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such avatar, nor a preparation of one."}}
 
+# The preparation that `POST /avatars` starts is followed, and the avatar removed, by its id.
+AVATAR_LINKS = {
+    name: link(operation, description, avatar_id="$response.body#/avatar_id")
+    for name, operation, description in (
+        ("GetAvatar", "get_avatar", "Follow the preparation."),
+        ("DeleteAvatar", "delete_avatar", "Remove the avatar."),
+    )
+}
+
 
 @router.post(
     "",
+    operation_id="prepare_avatar",
     status_code=202,
     response_model=AvatarInfo,
     openapi_extra=multipart_body(
@@ -44,16 +59,29 @@ NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such avatar, nor a
             "avatar_id": {"type": "string", "pattern": ID_PATTERN},
             "force": {"type": "boolean", "description": "replace an existing avatar"},
             "bbox": {"type": "string", "description": "x1,y1,x2,y2: every frame's face box"},
+            "musetalk_version": {
+                "type": "string", "enum": ["1.5", "1.0"],
+                "description": "the MuseTalk version to prepare for; default: the server's",
+            },
+            "bbox_shift": {
+                "type": "integer",
+                "description": "MuseTalk 1.0 only: pixels the face box's centre moves down (-: up)",
+            },
         },
         required=[VIDEO_FIELD, "avatar_id"],
     ),
     responses={
+        202: {"links": AVATAR_LINKS},
         400: {"model": ErrorResponse, "description": "Unreadable video or malformed form."},
         403: {"model": ErrorResponse, "description": "The built-in avatar's id."},
         409: {"model": ErrorResponse, "description": "Being prepared, or exists from another video."},
         413: {"model": ErrorResponse, "description": "Upload, video or frames too large or long."},
         415: {"model": ErrorResponse, "description": "Not multipart, or no video stream."},
-        422: {"model": ErrorResponse, "description": "Missing field, bad id or box, video too short."},
+        **invalid_request("Missing field, bad id, box or flag, video too short."),
+        503: {
+            "model": ErrorResponse,
+            "description": "No face detector can run on this server, or it is shutting down.",
+        },
     },
 )
 async def prepare_avatar(request: Request, response: Response, server: ServerDep) -> AvatarInfo:
@@ -70,13 +98,19 @@ async def prepare_avatar(request: Request, response: Response, server: ServerDep
         avatar_id = saved.fields.get("avatar_id")
         if not avatar_id:
             raise Refusal("The form has no field 'avatar_id'; name the avatar there.", 422)
+        bbox = _box(saved.fields.get("bbox"))
+        version = saved.fields.get("musetalk_version") or None
+        bbox_shift = _integer("bbox_shift", saved.fields.get("bbox_shift"))
+        server.preparer.musetalk_recipe(bbox, version, bbox_shift)  # 422 now, not in the job
         preparation = PreparationRequest(
             saved.path,
             avatar_id,
-            bbox=_box(saved.fields.get("bbox")),
+            bbox=bbox,
             force=_flag(saved.fields.get("force", "")),
             source_name=saved.filename,
             sha256=saved.sha256,
+            musetalk_version=version,
+            bbox_shift=bbox_shift,
         )
         await server.preparations.submit(preparation)
     except BaseException:
@@ -86,14 +120,31 @@ async def prepare_avatar(request: Request, response: Response, server: ServerDep
     return describe(server, avatar_id)
 
 
-@router.get("", response_model=AvatarList)
+@router.get(
+    "",
+    operation_id="list_avatars",
+    response_model=AvatarList,
+    responses={
+        200: {
+            "links": {
+                "CreateSession": link(
+                    "create_session",
+                    "A session with a listed avatar (once its state is ready).",
+                    avatar_id="$response.body#/avatars/0/avatar_id",
+                )
+            }
+        }
+    },
+)
 async def list_avatars(server: ServerDep) -> AvatarList:
     """Every avatar: the built-in one, those prepared, those being (or failing to be) prepared."""
     ids = set(server.avatars.available()) | {job.avatar_id for job in server.preparations.jobs()}
     return AvatarList(avatars=[describe(server, avatar_id) for avatar_id in sorted(ids)])
 
 
-@router.get("/{avatar_id}", response_model=AvatarInfo, responses=NOT_FOUND)
+@router.get(
+    "/{avatar_id}", operation_id="get_avatar", response_model=AvatarInfo, responses=NOT_FOUND
+)
 async def get_avatar(avatar_id: str, server: ServerDep) -> AvatarInfo:
     """An avatar's state (`queued`, `running`, `ready`, `failed`) and its preparation's progress."""
     if server.preparations.get(avatar_id) is None and not server.avatars.exists(avatar_id):
@@ -103,8 +154,10 @@ async def get_avatar(avatar_id: str, server: ServerDep) -> AvatarInfo:
 
 @router.delete(
     "/{avatar_id}",
+    operation_id="delete_avatar",
     response_model=AvatarDeleted,
     responses={
+        200: {"links": {"GetAvatar": AVATAR_LINKS["GetAvatar"]}},
         **NOT_FOUND,
         403: {"model": ErrorResponse, "description": "The built-in avatar."},
         409: {"model": ErrorResponse, "description": "In use by a session, or being prepared."},
@@ -167,6 +220,8 @@ def _prepared_info(server: AvatarServer, metadata: dict[str, Any]) -> PreparedAv
         prepared_at=metadata["prepared_at"],
         landmarks=metadata["recipe"]["landmarks"],
         face_parsing=metadata["recipe"]["face_parsing"],
+        musetalk_version=recipe_version(metadata),
+        bbox_shift=int(metadata["recipe"].get("bbox_shift", 0)),
         warnings=metadata.get("warnings", []),
         latents=stored_latents(server.settings.avatars_dir / metadata["avatar_id"]),
     )
@@ -179,6 +234,15 @@ def _box(text: str | None) -> tuple[int, int, int, int] | None:
         return parse_box(text)
     except ValueError as error:
         raise Refusal(f"The field 'bbox' is invalid: {error}.", 422) from None
+
+
+def _integer(name: str, text: str | None) -> int | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise Refusal(f"The field {name!r} must be a whole number of pixels (got {text!r}).", 422) from None
 
 
 def _flag(text: str) -> bool:

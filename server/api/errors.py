@@ -21,6 +21,14 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None, **ex
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
 
 
+def _counted(request: Request, response: JSONResponse) -> JSONResponse:
+    """`response`, counted in the server's refusals by status."""
+    server = getattr(request.app.state, "server", None)
+    if server is not None:
+        server.metrics.refused(response.status_code)
+    return response
+
+
 def _describe_validation(error: RequestValidationError) -> str:
     parts = []
     for item in error.errors():
@@ -31,29 +39,31 @@ def _describe_validation(error: RequestValidationError) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refusal)
-    async def refused(_: Request, error: Refusal) -> JSONResponse:
-        headers = None
+    async def refused(request: Request, error: Refusal) -> JSONResponse:
+        headers = dict(error.headers)
         retry_after = error.extra.get("retry_after_seconds")
         if retry_after is not None:
-            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
-        return _error(error.status, error.message, headers, **error.extra)
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        return _counted(request, _error(error.status, error.message, headers, **error.extra))
 
     @app.exception_handler(WorkerClosedError)
-    async def worker_closed(_: Request, error: WorkerClosedError) -> JSONResponse:
-        return _error(503, "The server is shutting down.")
+    async def worker_closed(request: Request, error: WorkerClosedError) -> JSONResponse:
+        return _counted(request, _error(503, "The server is shutting down."))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        return _error(422, _describe_validation(error), errors=_jsonable(error.errors()))
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _counted(
+            request, _error(422, _describe_validation(error), errors=_jsonable(error.errors()))
+        )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _error(error.status_code, str(error.detail), error.headers)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _counted(request, _error(error.status_code, str(error.detail), error.headers))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error in %s %s", request.method, request.url.path)
-        return _error(500, "Internal server error; the server log has the details.")
+        return _counted(request, _error(500, "Internal server error; the server log has the details."))
 
 
 def _jsonable(errors: Any) -> list[dict[str, Any]]:

@@ -13,12 +13,48 @@ CHUNK_DURATION_RANGE = (0.2, 10.0)
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 
 
+def _left_out_when_none(schema: dict[str, Any]) -> None:
+    """The JSON schema of an optional field that answers leave out, never send as null."""
+    variants = [variant for variant in schema.pop("anyOf", []) if variant.get("type") != "null"]
+    if variants:
+        schema.update(variants[0])
+    schema.pop("default", None)
+
+
 class ErrorResponse(BaseModel):
+    """Every refusal: a sentence that says what was wrong and what to do."""
+
     detail: str
 
 
+class FieldError(BaseModel):
+    """One request parameter or field that failed validation."""
+
+    loc: list[str | int] = Field(description="Where: e.g. ['fps'] or ['body', 'sdp'].")
+    msg: str
+    type: str
+
+
+class InvalidRequestResponse(ErrorResponse):
+    """422: `detail` names every invalid parameter; `errors` lists them when the request's
+    parameters or JSON body failed validation (a missing form field has only `detail`)."""
+
+    errors: list[FieldError] | None = Field(default=None, json_schema_extra=_left_out_when_none)
+
+
+class AvatarNotFoundResponse(ErrorResponse):
+    available_avatars: list[str] = Field(description="The avatars that can be used.")
+
+
 class BusyResponse(ErrorResponse):
-    retry_after_seconds: float = Field(description="When the avatar should be free again.")
+    """409: `retry_after_seconds` (and a Retry-After header) while the avatar is speaking;
+    left out when no client is connected yet."""
+
+    retry_after_seconds: float | None = Field(
+        default=None,
+        description="When the avatar should be free again.",
+        json_schema_extra=_left_out_when_none,
+    )
 
 
 class IceServer(BaseModel):
@@ -46,7 +82,10 @@ class SessionParameters(BaseModel):
 
 class SessionCreated(SessionParameters):
     session_id: str
-    player_url: str
+    player_url: str = Field(description="The hosted player; it carries `session_token`.")
+    session_token: str = Field(
+        description="Lets this session's player and signalling calls in (README, \"Access\")."
+    )
     ice_servers: list[IceServer]
     engine: str
     idle_ttl_seconds: float
@@ -159,8 +198,13 @@ class SessionEnded(BaseModel):
     state: Literal["closed"] = "closed"
 
 
-class Health(BaseModel):
+class Alive(BaseModel):
+    """What `/health` tells a caller without an API key (on a server that has keys)."""
+
     status: Literal["ok"] = "ok"
+
+
+class Health(Alive):
     engine: str
     engine_reason: str
     engine_details: dict[str, str | int | float]
@@ -184,6 +228,8 @@ class PreparedAvatarInfo(BaseModel):
     prepared_at: str
     landmarks: str = Field(description="dwpose, mediapipe-face-mesh or bbox.")
     face_parsing: str = Field(description="bisenet:<weights hash>, or feathered without the weights.")
+    musetalk_version: str = Field(description="The MuseTalk version whose recipe it was prepared with.")
+    bbox_shift: int = Field(description="MuseTalk 1.0's bbox_shift it was prepared with (0 for 1.5).")
     warnings: list[str]
     latents: list[str] = Field(description="engine/version of the latents engines stored so far.")
 
@@ -219,6 +265,13 @@ class AvatarList(BaseModel):
 class AvatarDeleted(BaseModel):
     avatar_id: str
     state: Literal["deleted"] = "deleted"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    engine: str
+    sessions: int
+    max_sessions: int
 
 
 VOICE_MAX_CHARS = 100

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from server.api.access import (
+    ACCESS_RESPONSES,
+    CONTROL,
+    SESSION_TOKEN_QUERY,
+    SIGNALLING,
+    SIGNALLING_RESPONSES,
+)
 from server.api.dependencies import ServerDep
 from server.api.event_stream import MEDIA_TYPE, event_stream_response
+from server.api.openapi import RETRY_AFTER_HEADER, SHUTTING_DOWN, invalid_request, link
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
     CHUNK_DURATION_RANGE,
     FPS_RANGE,
     ID_PATTERN,
+    AvatarNotFoundResponse,
     BusyResponse,
     CutUtterance,
     ErrorResponse,
@@ -29,12 +37,21 @@ from server.api.schemas import (
 )
 from server.api.uploads import FILE_PROPERTY, multipart_body, read_upload_form
 from server.core import AvatarServer
-from server.media.audio_input import decode_audio
 from server.refusal import Refusal
 from server.sessions.queue import Cut, SpeechMode
 from server.sessions.session import Session, SessionParams
 
-router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
+# Control calls need an API key (when the server has any); signalling, the calls the
+# player makes, also takes the session's token (README, "Access").
+router = APIRouter(
+    prefix="/webrtc/sessions", tags=["sessions"], dependencies=[CONTROL], responses=ACCESS_RESPONSES
+)
+signalling = APIRouter(
+    prefix="/webrtc/sessions",
+    tags=["sessions"],
+    dependencies=[SIGNALLING],
+    responses=SIGNALLING_RESPONSES,
+)
 
 AUDIO_FIELD = "audio_file"
 MODE_FIELD = "mode"
@@ -43,23 +60,43 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired session."}}
+INVALID_BODY = invalid_request("A body that is not the JSON object described.")
+
+# Every call on a session takes the id that `create` answers.
+SESSION_LINKS = {
+    name: link(operation, description, session_id="$response.body#/session_id")
+    for name, operation, description in (
+        ("GetSession", "get_session", "The session's state and figures."),
+        ("Offer", "offer", "Negotiate the session's peer connection."),
+        ("IceCandidate", "ice_candidate", "Trickle a candidate of that connection."),
+        ("Stream", "stream", "Make the avatar speak."),
+        ("DeleteSession", "delete_session", "End the session."),
+    )
+}
 
 
 def _session(server: AvatarServer, session_id: str) -> Session:
     return server.sessions.get(session_id)
 
 
-def player_url(request: Request, server: AvatarServer, session_id: str) -> str:
+def player_url(request: Request, server: AvatarServer, session: Session) -> str:
+    """PUBLIC_URL, or the request's own base (its Host is an allowed one: server.api.hosts)."""
     base = server.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-    return f"{base}/player/{session_id}"
+    return f"{base}/player/{session.id}?{SESSION_TOKEN_QUERY}={session.token}"
 
 
 @router.post(
     "/create",
+    operation_id="create_session",
     response_model=SessionCreated,
     responses={
-        404: {"model": ErrorResponse, "description": "Unknown avatar."},
-        503: {"model": ErrorResponse, "description": "The server is at its session limit."},
+        200: {"links": SESSION_LINKS},
+        404: {"model": AvatarNotFoundResponse, "description": "Unknown avatar."},
+        **invalid_request("A parameter out of range (the message names it)."),
+        503: {
+            "model": ErrorResponse,
+            "description": "The server is at its session limit, or shutting down.",
+        },
     },
 )
 async def create_session(
@@ -80,17 +117,23 @@ async def create_session(
     return SessionCreated(
         **asdict(params),
         session_id=session.id,
-        player_url=player_url(request, server, session.id),
-        ice_servers=server.settings.ice_servers(),
+        player_url=player_url(request, server, session),
+        session_token=session.token,
+        ice_servers=session.ice_servers.current(),
         engine=server.engine.name,
         idle_ttl_seconds=server.settings.session_idle_ttl_seconds,
     )
 
 
-@router.post(
+@signalling.post(
     "/{session_id}/offer",
+    operation_id="offer",
     response_model=SessionDescription,
-    responses={**NOT_FOUND, 400: {"model": ErrorResponse, "description": "Unusable offer."}},
+    responses={
+        **NOT_FOUND,
+        400: {"model": ErrorResponse, "description": "Unusable offer."},
+        **INVALID_BODY,
+    },
 )
 async def offer(session_id: str, body: SessionDescription, server: ServerDep) -> SessionDescription:
     """Answer an SDP offer (recvonly audio and video); a new offer replaces the connection."""
@@ -98,13 +141,15 @@ async def offer(session_id: str, body: SessionDescription, server: ServerDep) ->
     return SessionDescription(sdp=answer.sdp, type="answer")
 
 
-@router.post(
+@signalling.post(
     "/{session_id}/ice",
+    operation_id="ice_candidate",
     status_code=204,
     responses={
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Malformed candidate."},
         409: {"model": ErrorResponse, "description": "No offer yet."},
+        **INVALID_BODY,
     },
 )
 async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) -> None:
@@ -131,7 +176,9 @@ def _form_mode(fields: dict[str, str], query: SpeechMode | None) -> SpeechMode:
             f"Unknown mode {value!r}: use one of {', '.join(m.value for m in SpeechMode)}."
         ) from None
     if query is not None and mode is not query:
-        raise SpeechOptionError(f"The query says mode={query.value} and the form mode={mode.value}: give one.")
+        raise SpeechOptionError(
+            f"The query says mode={query.value} and the form mode={mode.value}: give one."
+        )
     return mode
 
 
@@ -147,6 +194,7 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
 
 @router.post(
     "/{session_id}/stream",
+    operation_id="stream",
     response_model=StreamAccepted,
     openapi_extra=multipart_body(
         {
@@ -157,15 +205,34 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
         required=[AUDIO_FIELD],
     ),
     responses={
+        200: {"links": {"GetSession": SESSION_LINKS["GetSession"]}},
         **NOT_FOUND,
-        400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},
+        400: {
+            "model": ErrorResponse,
+            "description": "Empty, corrupt or truncated audio; a malformed multipart body.",
+        },
         409: {
             "model": BusyResponse,
-            "description": "Still speaking (mode=reject), the queue is full, or no client connected.",
+            "description": (
+                "Still speaking (mode=reject), the queue is full, another upload being "
+                "received (all with `retry_after_seconds`), or no client connected."
+            ),
+            "headers": RETRY_AFTER_HEADER,
         },
-        413: {"model": ErrorResponse, "description": "Upload too large or audio too long."},
+        413: {
+            "model": ErrorResponse,
+            "description": "Upload too large, audio too long, or past a decoding limit.",
+        },
         415: {"model": ErrorResponse, "description": "Not audio, or not multipart."},
-        422: {"model": ErrorResponse, "description": "No `audio_file` field, or an unknown mode."},
+        **invalid_request(
+            "No `audio_file` field or it is not a file, an unknown mode, or unusable audio."
+        ),
+        503: {
+            "model": BusyResponse,
+            "description": "Every decode slot is taken (with `retry_after_seconds`), or the "
+            "server is shutting down.",
+            "headers": RETRY_AFTER_HEADER,
+        },
     },
 )
 async def stream(
@@ -182,13 +249,24 @@ async def stream(
     a refusal comes before the upload is read.
     """
     session = _session(server, session_id)
-    session.check_can_speak(mode)  # refuse before reading a body that cannot be used
-    settings = server.settings
-    upload = await read_upload_form(request, AUDIO_FIELD, settings.max_upload_bytes)
-    mode = _form_mode(upload.fields, mode)
-    keep = _form_flag(upload.fields, KEEP_QUEUE_FIELD, keep_queue)
-    decoded = await asyncio.to_thread(decode_audio, upload.data, settings.max_audio_seconds)
-    admission = session.speak(decoded.samples, mode, keep)
+    # Refused before a body that cannot be used is read; one upload at a time per session.
+    with session.receiving_speech(mode):
+        try:
+            upload = await read_upload_form(request, AUDIO_FIELD, server.settings.max_upload_bytes)
+        except Refusal as error:
+            server.metrics.upload_refused(error)
+            raise
+        checked = mode is not None
+        mode = _form_mode(upload.fields, mode)
+        if not checked:  # the mode came with the form: refuse before decoding
+            session.check_can_speak(mode)
+        keep = _form_flag(upload.fields, KEEP_QUEUE_FIELD, keep_queue)
+        try:
+            decoded = await server.decode_audio(upload.data)
+        except Refusal as error:
+            server.metrics.upload_refused(error)
+            raise
+        admission = session.speak(decoded.samples, mode, keep)
     utterance = admission.utterance
     return StreamAccepted(
         session_id=session.id,
@@ -209,7 +287,12 @@ async def stream(
     )
 
 
-@router.post("/{session_id}/interrupt", response_model=InterruptResult, responses=NOT_FOUND)
+@router.post(
+    "/{session_id}/interrupt",
+    operation_id="interrupt",
+    response_model=InterruptResult,
+    responses={**NOT_FOUND, **invalid_request("`keep_queue` is not true or false.")},
+)
 async def interrupt(
     session_id: str,
     server: ServerDep,
@@ -229,6 +312,7 @@ async def interrupt(
 
 @router.get(
     "/{session_id}/events",
+    operation_id="events",
     response_class=StreamingResponse,
     responses={
         **NOT_FOUND,
@@ -245,14 +329,22 @@ async def events(session_id: str, server: ServerDep) -> StreamingResponse:
     )
 
 
-@router.get("/{session_id}", response_model=SessionInfo, responses=NOT_FOUND)
+@signalling.get(
+    "/{session_id}", operation_id="get_session", response_model=SessionInfo, responses=NOT_FOUND
+)
 async def get_session(session_id: str, server: ServerDep) -> SessionInfo:
     """The session's state and figures; also resets its idle timer."""
-    info = _session(server, session_id).describe()
-    return SessionInfo.model_validate({**info, "ice_servers": server.settings.ice_servers()})
+    session = _session(server, session_id)
+    info = session.describe()
+    return SessionInfo.model_validate({**info, "ice_servers": session.ice_servers.current()})
 
 
-@router.delete("/{session_id}", response_model=SessionEnded, responses=NOT_FOUND)
+@router.delete(
+    "/{session_id}",
+    operation_id="delete_session",
+    response_model=SessionEnded,
+    responses={200: {"links": {"GetSession": SESSION_LINKS["GetSession"]}}, **NOT_FOUND},
+)
 async def delete_session(session_id: str, server: ServerDep) -> SessionEnded:
     """End the session and free everything it holds."""
     await server.sessions.close(session_id, "deleted by the client")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
+from server.api.openapi import RETRY_AFTER_HEADER, invalid_request
 from server.api.schemas import (
     BusyResponse,
     ChatReply,
@@ -20,12 +22,21 @@ from server.refusal import Refusal
 from server.sessions.queue import SpeechMode
 from server.sessions.text_speech import speak_text
 
-router = APIRouter(prefix="/webrtc/sessions", tags=["text and chat"])
+router = APIRouter(
+    prefix="/webrtc/sessions",
+    tags=["text and chat"],
+    dependencies=[CONTROL],
+    responses=ACCESS_RESPONSES,
+)
 
 COMMON = {
     404: {"model": ErrorResponse, "description": "Unknown or expired session."},
-    409: {"model": BusyResponse, "description": "Still speaking (mode=reject), queue full, or no client connected."},
-    422: {"model": ErrorResponse, "description": "Empty or too long text, an unknown voice or mode."},
+    409: {
+        "model": BusyResponse,
+        "description": "Still speaking (mode=reject), queue full, or no client connected.",
+        "headers": RETRY_AFTER_HEADER,
+    },
+    **invalid_request("Empty or too long text, an unknown voice or mode, a malformed body."),
     413: {"model": ErrorResponse, "description": "The text's speech is longer than MAX_AUDIO_SECONDS."},
     503: {"model": ErrorResponse, "description": "The TTS backend is unavailable or failed."},
 }
@@ -35,7 +46,7 @@ class ChatMessageError(Refusal):
     status = 422
 
 
-@router.post("/{session_id}/say", response_model=SayAccepted, responses=COMMON)
+@router.post("/{session_id}/say", operation_id="say", response_model=SayAccepted, responses=COMMON)
 async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccepted:
     """Make the avatar speak `text` (plain or SSML: tags are removed, never spoken),
     synthesised by the configured TTS backend, under the busy policy `mode`."""
@@ -65,10 +76,15 @@ async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccept
 
 @router.post(
     "/{session_id}/chat",
+    operation_id="chat",
     response_model=ChatReply,
     responses={
         **COMMON,
-        409: {"model": BusyResponse, "description": "A chat turn is running, or as for /say."},
+        409: {
+            "model": BusyResponse,
+            "description": "A chat turn is running, or as for /say.",
+            "headers": RETRY_AFTER_HEADER,
+        },
         502: {"model": ErrorResponse, "description": "The LLM failed or answered nonsense."},
         503: {"model": ErrorResponse, "description": "No LLM configured; the TTS backend unavailable or failed."},
     },

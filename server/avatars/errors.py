@@ -55,3 +55,20 @@ class WeightsUnusableError(AvatarError):
     """A preparation weight file in MODELS_DIR is there but cannot be loaded."""
 
     status = 500
+
+
+class AvatarVersionError(AvatarError):
+    """A prepared avatar whose recipe is another MuseTalk version's than the one running."""
+
+    status = 409
+
+    def __init__(self, avatar_id: str, prepared_for: str, running: str) -> None:
+        super().__init__(
+            f"Avatar {avatar_id!r} was prepared for MuseTalk {prepared_for}, but this server runs "
+            f"MuseTalk {running}, whose model needs another face box and mask. Prepare it again "
+            f"for {running}: `avatar-server prepare-avatar VIDEO --avatar-id {avatar_id} --force "
+            f"--musetalk-version {running}`, or POST /avatars with force=true and "
+            f"musetalk_version={running}."
+        )
+        self.prepared_for = prepared_for
+        self.running = running

@@ -1,10 +1,12 @@
-"""MuseTalk 1.5's face box: from 68 face landmarks to the region the model regenerates.
+"""MuseTalk's face box: from 68 face landmarks to the region the model regenerates.
 
 The recipe (MuseTalk `musetalk/utils/preprocessing.py` and `scripts/realtime_inference.py`):
 left and right edges at the landmarks' extremes; the lower edge at the lowest landmark
-(the chin) plus 1.5's extra margin; the upper edge as far above the nose-ridge point (29)
-as the chin is below it, so that point sits at the box's vertical centre. The box is then
-cropped and resized to the model's 256 x 256 input.
+(the chin), plus 1.5's extra margin; the upper edge as far above the nose-ridge point (29)
+as the chin is below it, so that point sits at the box's vertical centre. MuseTalk 1.0's
+`bbox_shift` moves that centre down (positive) or up (negative) first, which moves the top
+twice as far the other way: a positive shift gives a smaller box, less of the nose. The
+box is then cropped and resized to the model's 256 x 256 input.
 """
 
 from __future__ import annotations
@@ -19,21 +21,24 @@ LANDMARK_COUNT = 68
 NOSE_RIDGE = 29
 """iBUG-68 index of the lower nose ridge: the vertical centre of the box."""
 EXTRA_MARGIN = 10
-"""Pixels MuseTalk 1.5 adds below the chin (`--extra_margin`), as in its training crops."""
+"""Pixels MuseTalk 1.5 adds below the chin (`--extra_margin`), as in its training crops;
+1.0 adds none (`server.avatars.recipe`)."""
 CROP_SIZE = 256
 
 
-def landmark_box(landmarks: np.ndarray) -> Box | None:
+def landmark_box(landmarks: np.ndarray, bbox_shift: int = 0) -> Box | None:
     """The box of [68, 2] landmarks (x, y) before the margin; None when degenerate.
 
-    MuseTalk truncates the landmarks to integers first, and so do we. A degenerate box
-    (empty, or starting left of the frame) means the landmarks are unusable; the caller
-    falls back to the face detector's box, as MuseTalk does.
+    MuseTalk truncates the landmarks to integers first, and so do we; `bbox_shift` is added
+    to the truncated centre. A degenerate box (empty, or starting left of the frame) means
+    the landmarks are unusable; the caller falls back to the face detector's box, as
+    MuseTalk does. (MuseTalk shifts point 29 in place, so a centre shifted below the chin
+    becomes the chin: an empty box there, an upside-down one here, degenerate either way.)
     """
     points = landmarks.astype(np.int32)
     xs, ys = points[:, 0], points[:, 1]
     chin = int(ys.max())
-    centre = int(points[NOSE_RIDGE, 1])
+    centre = int(points[NOSE_RIDGE, 1]) + bbox_shift
     top = max(0, centre - (chin - centre))
     x1, x2 = int(xs.min()), int(xs.max())
     if chin - top <= 0 or x2 - x1 <= 0 or x1 < 0:

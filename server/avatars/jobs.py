@@ -104,7 +104,9 @@ class PreparationJobs:
         self._jobs.pop(request.avatar_id, None)
         self._jobs[request.avatar_id] = job  # holds the id while the checks await
         try:
-            await asyncio.to_thread(probe_video, request.video, self._preparer.limits)
+            await asyncio.to_thread(
+                probe_video, request.video, self._preparer.limits, self._preparer.decoders
+            )
             sha256 = request.sha256 or await asyncio.to_thread(file_sha256, request.video)
             self._preparer.check_replaceable(request.avatar_id, sha256, request.force)
         except BaseException:

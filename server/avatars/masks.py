@@ -1,9 +1,10 @@
-"""Blending masks: where a rendered face replaces the frame, as MuseTalk 1.5 prepares them.
+"""Blending masks: where a rendered face replaces the frame, as MuseTalk prepares them.
 
 For each frame, a square around the face box (1.5 times its larger side) is cut out; the
-mask inside it is the face parsing's "jaw" region (skin grown downwards, lips; not the
-nose) limited to the face box and to the square's lower half, then blurred so the
-rendered mouth fades into the frame (MuseTalk `get_image_prepare_material`).
+mask inside it is the face parsing's region limited to the face box and to the square's
+lower half, then blurred so the rendered mouth fades into the frame (MuseTalk
+`get_image_prepare_material`). The region is MuseTalk 1.5's "jaw" mode (skin grown
+downwards, lips; not the nose) or 1.0's "raw" one (skin and lips as parsed).
 
 Without the face-parsing weights a feathered ellipse over the lower face takes the
 parsing's place; everything else is the same.
@@ -19,6 +20,7 @@ from PIL import Image
 
 from server.avatars.face_box import Box
 from server.avatars.face_parsing import INPUT_SIZE, LOWER_LIP, MOUTH, NOSE, SKIN, UPPER_LIP, FaceParser
+from server.avatars.recipe import JAW_MODE, RAW_MODE
 
 EXPAND = 1.5
 """Side of the mask square over the larger side of the face box."""
@@ -99,6 +101,17 @@ def jaw_region(labels: np.ndarray, cheek_width: int = CHEEK_WIDTH) -> np.ndarray
     return np.where(keep, 255, 0).astype(np.uint8)
 
 
+def raw_region(labels: np.ndarray) -> np.ndarray:
+    """MuseTalk's "raw" parsing mode (1.0's): 255 on skin, lips and mouth, [512, 512] uint8.
+
+    The nose, eyes, brows and neck are other classes, so they stay out.
+    """
+    return np.where(np.isin(labels, (SKIN, *LIPS_AND_MOUTH)), 255, 0).astype(np.uint8)
+
+
+PARSING_REGIONS = {JAW_MODE: jaw_region, RAW_MODE: raw_region}
+
+
 def feathered_region(face_box: Box, square: Box) -> np.ndarray:
     """The stand-in for parsing: the ellipse inscribed in the face box, [side, side] uint8."""
     x1, y1, x2, y2 = face_box
@@ -111,15 +124,21 @@ def feathered_region(face_box: Box, square: Box) -> np.ndarray:
     return region
 
 
-def blend_mask(frame: np.ndarray, face_box: Box, parser: FaceParser | None) -> tuple[np.ndarray, Box]:
-    """The blending mask of one frame ([side, side] uint8, 255 = rendered face) and its square."""
+def blend_mask(
+    frame: np.ndarray, face_box: Box, parser: FaceParser | None, mode: str = JAW_MODE
+) -> tuple[np.ndarray, Box]:
+    """The blending mask of one frame ([side, side] uint8, 255 = rendered face) and its square.
+
+    `mode` is the parsing mode (`jaw` for MuseTalk 1.5, `raw` for 1.0); without a parser
+    both use the feathered ellipse.
+    """
     square = mask_box(face_box)
     side = square[2] - square[0]
     if parser is not None:
         face_large = Image.fromarray(crop_padded(frame, square))
         labels = parser(face_large)
         # PIL's default filter for a grey image (bicubic) softens the edges, as in MuseTalk.
-        region = np.asarray(Image.fromarray(jaw_region(labels)).resize((side, side)))
+        region = np.asarray(Image.fromarray(PARSING_REGIONS[mode](labels)).resize((side, side)))
     else:
         region = feathered_region(face_box, square)
     mask = np.zeros((side, side), np.uint8)

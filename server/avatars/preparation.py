@@ -1,4 +1,8 @@
-"""From a video of a person to a prepared avatar, as MuseTalk 1.5's real-time preparation.
+"""From a video of a person to a prepared avatar, as MuseTalk's real-time preparation.
+
+An avatar is prepared for one MuseTalk version (1.5 by default, or the one the server's
+weights run), with that version's recipe (`recipe`): its chin margin, parsing mode and,
+for 1.0, `bbox_shift`.
 
 Two passes over the video, so that no more than one frame is held at a time however long
 the video is:
@@ -24,13 +28,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from server.avatars import face_box, masks
-from server.avatars.errors import AvatarExistsError, VideoError, WeightsUnusableError
+from server.avatars.errors import AvatarError, AvatarExistsError, VideoError, WeightsUnusableError
 from server.avatars.face_box import Box, clamp_box, crop_face, landmark_box, with_margin
 from server.avatars.face_parsing import face_parsing_weights, open_face_parser
 from server.avatars.landmarks import (
@@ -41,9 +45,13 @@ from server.avatars.landmarks import (
     dwpose_model_path,
     open_landmarker,
 )
+from server.avatars.recipe import DEFAULT_VERSION, MuseTalkRecipe
 from server.avatars.storage import AvatarFormatError, AvatarWriter, new_metadata, read_metadata, staged
 from server.avatars.video import VideoInfo, VideoLimits, probe_video, read_frames
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.isolation.pool import DecodePool
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +83,10 @@ class PreparationRequest:
     sha256: str | None = None
     """The video's sha256, when the caller hashed it already (while receiving an upload)."""
     extra_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    musetalk_version: str | None = None
+    """The MuseTalk version to prepare for; None: the preparer's (the server's)."""
+    bbox_shift: int | None = None
+    """MuseTalk 1.0's bbox_shift; None: the preparer's default (MUSETALK_BBOX_SHIFT) for 1.0."""
 
 
 @dataclass(frozen=True)
@@ -140,19 +152,53 @@ class Preparer:
     limits: VideoLimits
     max_faceless_share: float
     device: str = ""
+    musetalk_version: str = DEFAULT_VERSION
+    """The version avatars are prepared for unless a request names one."""
+    bbox_shift: int = 0
+    """bbox_shift of 1.0 preparations unless a request gives one."""
+    decoders: DecodePool | None = dataclasses.field(default=None, compare=False)
+    """Worker processes that decode the videos (uploads are untrusted); None: in-process."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Preparer:
+    def from_settings(cls, settings: Settings, decoders: DecodePool | None = None) -> Preparer:
+        from server.lipsync.musetalk.weights import locate_weights
+
         return cls(
             settings.avatars_dir,
             settings.models_dir,
             VideoLimits.from_settings(settings),
             settings.avatar_max_faceless_share,
             settings.lipsync_device,
+            # The version the MuseTalk engine runs with these settings and weights.
+            locate_weights(settings.models_dir, settings.musetalk_version).version,
+            settings.musetalk_bbox_shift,
+            decoders,
         )
 
-    def recipe(self, bbox: Box | None) -> dict[str, Any]:
+    def musetalk_recipe(
+        self, bbox: Box | None = None, version: str | None = None, bbox_shift: int | None = None
+    ) -> MuseTalkRecipe:
+        """The MuseTalk recipe of a preparation (the preparer's defaults for what is None).
+
+        Raises `AvatarError` (422) for a version or bbox_shift that does not fit.
+        """
+        version = version or self.musetalk_version
+        if bbox_shift and bbox is not None:
+            raise AvatarError(
+                "bbox_shift moves the box found from the face's landmarks; with a given face box "
+                "(bbox) there are none: leave one of the two out.",
+                422,
+            )
+        if bbox_shift is None:  # the default applies where it can: 1.0, from landmarks
+            bbox_shift = self.bbox_shift if version == "1.0" and bbox is None else 0
+        try:
+            return MuseTalkRecipe(version, bbox_shift)
+        except ValueError as error:
+            raise AvatarError(f"Cannot prepare the avatar: {error}.", 422) from None
+
+    def recipe(self, bbox: Box | None, musetalk: MuseTalkRecipe | None = None) -> dict[str, Any]:
         """How an avatar would be prepared here now; the same video and recipe make a no-op."""
+        musetalk = musetalk or self.musetalk_recipe(bbox)
         weights = face_parsing_weights(self.models_dir)
         if bbox is not None:
             landmarks = "bbox"
@@ -162,8 +208,10 @@ class Preparer:
             "landmarks": landmarks,
             "bbox": list(bbox) if bbox is not None else None,
             "face_parsing": f"bisenet:{file_sha256(weights)[:16]}" if weights.is_file() else "feathered",
-            "parsing_mode": "jaw",
-            "extra_margin": face_box.EXTRA_MARGIN,
+            "musetalk_version": musetalk.version,
+            "bbox_shift": musetalk.bbox_shift,
+            "parsing_mode": musetalk.parsing_mode,
+            "extra_margin": musetalk.extra_margin,
             "crop_size": face_box.CROP_SIZE,
             "mask_expand": masks.EXPAND,
             "mask_upper_boundary_ratio": masks.UPPER_BOUNDARY_RATIO,
@@ -197,10 +245,11 @@ class Preparer:
         started = time.monotonic()
         cv2.setNumThreads(OPENCV_THREADS)
         report = progress or (lambda share: None)
+        musetalk = self.musetalk_recipe(request.bbox, request.musetalk_version, request.bbox_shift)
         sha256 = request.sha256 or file_sha256(request.video)
         existing = self.check_replaceable(request.avatar_id, sha256, request.force)
-        info = probe_video(request.video, self.limits)
-        recipe = self.recipe(request.bbox)
+        info = probe_video(request.video, self.limits, self.decoders)
+        recipe = self.recipe(request.bbox, musetalk)
         if existing is not None and not request.force and existing["recipe"] == recipe:
             logger.info("avatar %s is already prepared from this video: nothing to do", request.avatar_id)
             report(1.0)
@@ -210,19 +259,21 @@ class Preparer:
                 tuple(existing.get("warnings", ())),
             )
         logger.info(
-            "preparing avatar %s from %s (%dx%d, %.1f s at %.2f fps): landmarks from %s, masks from %s",
+            "preparing avatar %s from %s (%dx%d, %.1f s at %.2f fps) for MuseTalk %s (bbox_shift %d): "
+            "landmarks from %s, masks from %s",
             request.avatar_id, request.source_name or request.video.name, info.width, info.height,
-            info.duration, info.fps, recipe["landmarks"], recipe["face_parsing"],
+            info.duration, info.fps, musetalk.version, musetalk.bbox_shift, recipe["landmarks"],
+            recipe["face_parsing"],
         )
         if recipe["face_parsing"] == "feathered":
             logger.warning(
                 "face-parsing weights not found at %s: the blending masks are feathered ellipses over "
-                "the lower face instead of MuseTalk's jaw parsing",
+                "the lower face instead of MuseTalk's face parsing",
                 face_parsing_weights(self.models_dir),
             )
 
-        boxes, landmarks, warnings = self._face_boxes(request, info, report)
-        directory = self._write(request, info, boxes, landmarks, report, {
+        boxes, landmarks, warnings = self._face_boxes(request, info, report, musetalk)
+        directory = self._write(request, info, boxes, landmarks, report, musetalk, {
             "source": {
                 "name": request.source_name or request.video.name,
                 "sha256": sha256,
@@ -246,7 +297,7 @@ class Preparer:
     # --- pass 1 ---------------------------------------------------------------------------
 
     def _face_boxes(
-        self, request: PreparationRequest, info: VideoInfo, report: Progress
+        self, request: PreparationRequest, info: VideoInfo, report: Progress, musetalk: MuseTalkRecipe
     ) -> tuple[list[Box], np.ndarray, tuple[str, ...]]:
         """Every frame's face box, landmarks ([N, 68, 2], NaN where none) and warnings."""
         expected = info.frame_count
@@ -254,16 +305,16 @@ class Preparer:
         if request.bbox is not None:
             box = given_box(request.bbox, info.width, info.height)
             count = 0
-            for count, _ in enumerate(read_frames(request.video, max_frames), start=1):
+            for count, _ in enumerate(read_frames(request.video, max_frames, self.decoders), start=1):
                 report(FACES_SHARE * min(count / expected, 1.0))
             return [box] * count, np.full((count, face_box.LANDMARK_COUNT, 2), np.nan, np.float32), ()
 
         found: list[FrameFaces] = []
         with open_landmarker(self.models_dir) as landmarker:
-            for frame in read_frames(request.video, max_frames):
+            for frame in read_frames(request.video, max_frames, self.decoders):
                 found.append(landmarker(frame))
                 report(FACES_SHARE * min(len(found) / expected, 1.0))
-        boxes = [frame_box(faces, info.width, info.height) for faces in found]
+        boxes = [frame_box(faces, info.width, info.height, musetalk) for faces in found]
         faceless = [i for i, box in enumerate(boxes) if box is None]
         warnings = []
         if len(faceless) > self.max_faceless_share * len(boxes):
@@ -304,6 +355,7 @@ class Preparer:
         boxes: list[Box],
         landmarks: np.ndarray,
         report: Progress,
+        musetalk: MuseTalkRecipe,
         facts: dict[str, Any],
     ) -> Path:
         squares = [masks.mask_box(box) for box in boxes]
@@ -319,9 +371,9 @@ class Preparer:
         )
         with staged(writer):
             count = 0
-            for count, frame in enumerate(read_frames(request.video, len(boxes)), start=1):
+            for count, frame in enumerate(read_frames(request.video, len(boxes), self.decoders), start=1):
                 box = boxes[count - 1]
-                mask, _ = masks.blend_mask(frame, box, parser)
+                mask, _ = masks.blend_mask(frame, box, parser, musetalk.parsing_mode)
                 writer.add(frame, crop_face(frame, box), mask)
                 report(FACES_SHARE + PICTURES_SHARE * count / len(boxes))
             if count != len(boxes):
@@ -341,14 +393,16 @@ class Preparer:
             return writer.commit(metadata, landmarks)
 
 
-def frame_box(faces: FrameFaces, width: int, height: int) -> Box | None:
+def frame_box(
+    faces: FrameFaces, width: int, height: int, musetalk: MuseTalkRecipe = MuseTalkRecipe()
+) -> Box | None:
     """A frame's face box from its landmarks (the detector's box when they give none)."""
-    box = landmark_box(faces.landmarks) if faces.landmarks is not None else None
+    box = landmark_box(faces.landmarks, musetalk.bbox_shift) if faces.landmarks is not None else None
     if box is None and faces.detection is not None:
         box = tuple(int(v) for v in faces.detection.box)  # type: ignore[assignment]
     if box is None:
         return None
-    x1, y1, x2, y2 = clamp_box(with_margin(box, height), width, height)
+    x1, y1, x2, y2 = clamp_box(with_margin(box, height, musetalk.extra_margin), width, height)
     return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
 
 

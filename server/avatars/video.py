@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import av
 import numpy as np
 
 from server.avatars.errors import VideoError
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.isolation.pool import DecodePool
+
+T = TypeVar("T")
 
 # Containers often declare a duration rounded up or estimated from the bitrate; a video
 # is only refused for its length when it is clearly over (or under) the limit.
@@ -20,6 +26,9 @@ DURATION_SLACK_SECONDS = 0.25
 DEFAULT_FPS = 25.0
 VIDEO_CRF = 12
 """x264 quality of the videos this server writes (the demo's): visually lossless."""
+DECODER_THREADS = 2
+"""Decoder threads in an isolated worker: each thread's stack and arena count against its
+address-space limit, and preparation is slower than decoding anyway."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +67,15 @@ class VideoInfo:
         return max(1, round(self.duration * self.fps))
 
 
-def probe_video(path: Path, limits: VideoLimits) -> VideoInfo:
+def probe_video(path: Path, limits: VideoLimits, pool: DecodePool | None = None) -> VideoInfo:
     """What the video is, refused early when it cannot become an avatar.
 
+    With a `pool`, the file is opened in one of its worker processes (an uploaded video).
     Raises `VideoError`: 400 unreadable, 415 no video stream, 413 too long or frames too
-    large, 422 too short.
+    large (or past the worker's limits), 422 too short.
     """
+    if pool is not None:
+        return _isolated(lambda: pool.call(probe_video, path, limits))
     with _open(path) as container:
         stream = _video_stream(container)
         fps = float(stream.average_rate or stream.guessed_rate or DEFAULT_FPS)
@@ -103,15 +115,30 @@ def check_limits(info: VideoInfo, limits: VideoLimits) -> None:
         )
 
 
-def read_frames(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+def read_frames(
+    path: Path, max_frames: int | None = None, pool: DecodePool | None = None, threads: int = 0
+) -> Iterator[np.ndarray]:
     """The video's frames, upright, as [H, W, 3] uint8 RGB, in decoding order.
 
+    With a `pool`, they are decoded in one of its worker processes and sent here one by one.
+    `threads`: decoder threads (0: FFmpeg's choice, one per core).
     Raises `VideoError` 400 when the stream is damaged or holds no frame, and 413 past
-    `max_frames` (a container that understated its duration).
+    `max_frames` (a container that understated its duration) or the worker's limits.
     """
+    if pool is not None:
+        frames = pool.stream(read_frames, path, max_frames, None, DECODER_THREADS)
+        try:
+            while True:
+                frame = _isolated(lambda: next(frames, None))
+                if frame is None:
+                    return
+                yield frame
+        finally:
+            frames.close()
     with _open(path) as container:
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
+        stream.thread_count = threads
         count = 0
         for frame in _decode(container, stream):
             count += 1
@@ -122,6 +149,16 @@ def read_frames(path: Path, max_frames: int | None = None) -> Iterator[np.ndarra
             yield np.ascontiguousarray(np.rot90(image, k=rotation // 90)) if rotation else image
         if count == 0:
             raise VideoError(400, "The video stream holds no frame that could be decoded.")
+
+
+def _isolated(task: Callable[[], T]) -> T:
+    """`task()`, with the decode pool's refusals told as `VideoError`."""
+    from server.isolation.pool import DecodeError
+
+    try:
+        return task()
+    except DecodeError as error:
+        raise VideoError(error.status, error.message) from None
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -156,6 +193,8 @@ def _decode(container: av.container.InputContainer, stream: av.VideoStream) -> I
         for frame in container.decode(stream):
             count += 1
             yield frame
+    except MemoryError:
+        raise  # PyAV's ENOMEM is an FFmpegError too: past a worker's limit, not damage
     except av.FFmpegError as error:
         raise VideoError(
             400, f"The video is damaged: decoding failed after {count} frames ({error})."

@@ -130,6 +130,11 @@ class LipSyncWorker:
         for job in pending:
             _deliver(job, error=WorkerClosedError("the render worker was closed"))
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker takes jobs: not closed, and its thread alive."""
+        return not self._closed and self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import soxr
+from av.audio.plane import AudioPlane
 
 from server.refusal import Refusal
 
@@ -17,6 +18,19 @@ SAMPLE_RATE = 48_000
 # A file declaring more audio than this share decoded is called truncated rather than
 # accepted silently (a cut-off upload on a flaky mobile network is the usual cause).
 MIN_DECODED_SHARE = 0.9
+MAX_SAMPLE_RATE = 192_000
+"""Default cap on a stream's sample rate (DECODE_MAX_SAMPLE_RATE): studio audio, no more."""
+MAX_CHANNELS = 32
+"""Default cap on a stream's channels (DECODE_MAX_CHANNELS)."""
+# Sample format (without the planar "p") -> numpy type, offset, full scale.
+SAMPLE_FORMATS: dict[str, tuple[type[np.generic], float, float]] = {
+    "u8": (np.uint8, 128.0, 128.0),
+    "s16": (np.int16, 0.0, 2.0**15),
+    "s32": (np.int32, 0.0, 2.0**31),
+    "s64": (np.int64, 0.0, 2.0**63),
+    "flt": (np.float32, 0.0, 1.0),
+    "dbl": (np.float64, 0.0, 1.0),
+}
 # Leeway for containers whose declared duration is only an estimate (VBR mp3 without
 # a Xing header, for instance).
 DURATION_SLACK_SECONDS = 0.25
@@ -43,17 +57,28 @@ class DecodedAudio:
         return len(self.samples) / SAMPLE_RATE
 
 
-def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
-    """Decode an uploaded file held in memory.
+def decode_audio(
+    data: bytes,
+    max_seconds: float,
+    max_rate: int = MAX_SAMPLE_RATE,
+    max_channels: int = MAX_CHANNELS,
+) -> DecodedAudio:
+    """Decode an uploaded file held in memory, streaming, within the limits.
 
-    Raises `AudioInputError` with 400 (empty, corrupt or truncated), 413 (longer than
-    `max_seconds`) or 415 (not audio, or a format FFmpeg cannot read).
+    Untrusted files are decoded in a worker process (`server.isolation`); this function is
+    what runs there. Its limits are checked on the stream's header first, then on every
+    decoded frame, so that a file that lies about itself stops before it allocates.
+
+    Raises `AudioInputError` with 400 (empty, corrupt, truncated, or non-finite samples),
+    413 (longer than `max_seconds`, a rate over `max_rate`, more than `max_channels`
+    channels), 415 (not audio, or a format FFmpeg cannot read) or 422 (audio in a sample
+    format or layout that cannot be used).
     """
     if not data:
         raise AudioInputError(400, "The uploaded audio file is empty.")
     try:
         container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError):
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, OverflowError):
         raise AudioInputError(
             415,
             "The upload could not be read as audio. Send wav, mp3, m4a/aac, "
@@ -68,9 +93,14 @@ def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
                 f"(found: {', '.join(kinds)}).",
             )
         stream = container.streams.audio[0]
-        source_rate = stream.rate or stream.codec_context.sample_rate
-        if not source_rate:
-            raise AudioInputError(400, "The audio stream declares no sample rate.")
+        context = stream.codec_context
+        if context is None:
+            raise AudioInputError(
+                415, "The upload's audio is in a codec this server cannot decode."
+            )
+        header_rate = context.sample_rate or 0
+        channels = context.channels or 0
+        _check_shape(header_rate, channels, max_rate, max_channels, declared=True)
         declared = _declared_duration(container, stream)
         if _wav_data_missing(data):
             raise AudioInputError(
@@ -81,15 +111,17 @@ def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
                 413,
                 f"The audio is {declared:.1f} s long; the limit is {max_seconds:g} s.",
             )
-        pieces = _decode_mono(container, stream, int(max_seconds * source_rate) + 1)
-        channels = stream.codec_context.channels
-        codec = stream.codec_context.name
+        source_rate, pieces = _decode_mono(
+            container, stream, max_seconds, max_rate, max_channels
+        )
+        codec = context.name
         fmt = container.format.name
 
     source = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    decoded_seconds = len(source) / source_rate
-    if len(source) == 0:
+    del pieces
+    if len(source) == 0 or not source_rate:
         raise AudioInputError(400, "The audio file contains no decodable audio samples.")
+    decoded_seconds = len(source) / source_rate
     if decoded_seconds > max_seconds:
         raise AudioInputError(
             413, f"The audio is longer than the limit of {max_seconds:g} s."
@@ -110,33 +142,110 @@ def decode_audio(data: bytes, max_seconds: float) -> DecodedAudio:
     return DecodedAudio(samples, fmt, codec, source_rate, channels)
 
 
+def _check_shape(
+    rate: int, channels: int, max_rate: int, max_channels: int, declared: bool
+) -> None:
+    """Refuse a sample rate or channel count past the limits (0: not declared yet)."""
+    said = "declares" if declared else "holds"
+    if rate > max_rate:
+        raise AudioInputError(
+            413,
+            f"The audio {said} a sample rate of {rate} Hz; at most {max_rate} Hz is "
+            "accepted. Send it at 48 kHz (or any lower common rate).",
+        )
+    if channels > max_channels:
+        raise AudioInputError(
+            413,
+            f"The audio {said} {channels} channels; at most {max_channels} are accepted. "
+            "Send speech in mono or stereo.",
+        )
+    if rate < 0 or channels < 0:
+        raise AudioInputError(400, "The audio stream's header is corrupt.")
+
+
 def _decode_mono(
-    container: av.container.InputContainer, stream: av.AudioStream, max_samples: int
-) -> list[np.ndarray]:
-    """float32 mono pieces at the stream's own rate; stops once past `max_samples`."""
-    # Sample-format conversion only (the rate change is soxr's job). Channels are
-    # averaged here rather than by FFmpeg, whose -3 dB down-mix can clip.
-    to_planar = av.AudioResampler(format="fltp", rate=stream.rate)
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    max_seconds: float,
+    max_rate: int,
+    max_channels: int,
+) -> tuple[int, list[np.ndarray]]:
+    """The source rate and float32 mono pieces at that rate; stops once past `max_seconds`.
+
+    Every frame is checked against the limits before it is converted, and converted here
+    rather than by FFmpeg's resampler, which crashes on frames of eight or more planar
+    channels (PyAV reads its plane pointers past the end of the array).
+    """
     pieces: list[np.ndarray] = []
-    total = 0
+    rate = 0
+    total = max_samples = 0
     try:
         for frame in container.decode(stream):
-            frame.pts = None  # the resampler must not try to fill timestamp gaps
-            for converted in to_planar.resample(frame):
-                piece = converted.to_ndarray().mean(axis=0, dtype=np.float32)
-                pieces.append(piece)
-                total += len(piece)
+            frame_rate = frame.sample_rate
+            channels = frame.layout.nb_channels
+            _check_shape(frame_rate, channels, max_rate, max_channels, declared=False)
+            if not frame_rate or not channels:
+                raise AudioInputError(400, "The audio stream holds frames without a sample rate.")
+            if not rate:
+                rate = frame_rate
+                max_samples = int(max_seconds * rate) + 1
+            elif frame_rate != rate:
+                raise AudioInputError(
+                    422,
+                    f"The audio changes its sample rate mid-stream ({rate} Hz, then "
+                    f"{frame_rate} Hz); send it at one rate.",
+                )
+            total += frame.samples
             if total > max_samples:
-                return pieces
-        for converted in to_planar.resample(None):
-            pieces.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
+                raise AudioInputError(
+                    413, f"The audio is longer than the limit of {max_seconds:g} s."
+                )
+            pieces.append(frame_to_mono(frame, channels))
+    except MemoryError:
+        raise  # PyAV's ENOMEM is an FFmpegError too: past the worker's limit, not corrupt
     except av.FFmpegError as error:
         if not pieces:
             raise AudioInputError(
                 400, f"The audio file is corrupt and could not be decoded ({error})."
             ) from None
         # Corruption after some audio: judged by the declared-duration check.
-    return pieces
+    return rate, pieces
+
+
+def frame_to_mono(frame: av.AudioFrame, channels: int) -> np.ndarray:
+    """A decoded frame of any packed or planar sample format as float32 mono in [-1, 1].
+
+    Channels are averaged rather than down-mixed by FFmpeg, whose -3 dB mix can clip.
+    Raises 400 for samples that are not finite (NaN or infinite floats).
+    """
+    name = frame.format.name
+    planar = frame.format.is_planar
+    kind = SAMPLE_FORMATS.get(name.removesuffix("p") if planar else name)
+    if kind is None:
+        raise AudioInputError(
+            422, f"The audio uses the sample format {name}, which this server cannot read."
+        )
+    dtype, offset, scale = kind
+    count = frame.samples
+    if planar:
+        # One plane per channel, built by index: PyAV's `frame.planes` walks the pointer
+        # array until a NULL that is not there past 8 channels.
+        mix = np.zeros(count, np.float64)
+        for index in range(channels):
+            mix += np.frombuffer(AudioPlane(frame, index), dtype, count=count)
+        mix /= channels
+    else:
+        packed = np.frombuffer(AudioPlane(frame, 0), dtype, count=count * channels)
+        mix = packed.reshape(count, channels).mean(axis=1, dtype=np.float64)
+    if offset:
+        mix -= offset
+    if scale != 1.0:
+        mix /= scale
+    elif not np.isfinite(mix).all():
+        raise AudioInputError(
+            400, "The audio holds samples that are not numbers (NaN or infinite)."
+        )
+    return np.clip(mix, -1.0, 1.0).astype(np.float32)
 
 
 def _declared_duration(

@@ -48,6 +48,8 @@ class SyncStats:
     """Video frames that repeated an older frame because theirs was not rendered yet."""
     video_frames_held: int = 0
     """Video frames held back because the audio was sent more than max lag behind them."""
+    speech_seconds: float = 0.0
+    """Seconds of speech audio sent."""
     last_start_delay: float | None = None
     """Seconds from accepting the last utterance to its first audible sample."""
 
@@ -68,6 +70,9 @@ class PlayoutEvent:
     reason: str | None = None
     """Why it was cancelled (`cancel`'s reason)."""
     duration_seconds: float = 0.0
+    start_delay: float | None = None
+    """For speaking_started: seconds from acceptance to this first audible sample, when
+    that measures rendering (not for an utterance that waited behind another)."""
 
 
 @dataclass(frozen=True)
@@ -314,6 +319,7 @@ class Playout:
         self._anchor = _Anchor(t, seconds, holding=False)
         samples = utterance.samples[position : position + AUDIO_SAMPLES_PER_FRAME]
         self._position = position + AUDIO_SAMPLES_PER_FRAME
+        self.stats.speech_seconds += len(samples) / AUDIO_SAMPLE_RATE
         if self._position >= len(utterance.samples):
             self._finish(utterance, t + len(samples) / AUDIO_SAMPLE_RATE, audio_frame_time(n + 1))
         if len(samples) < AUDIO_SAMPLES_PER_FRAME:
@@ -327,7 +333,10 @@ class Playout:
             self.stats.last_start_delay = delay
             self._start_delay += START_DELAY_SMOOTHING * (delay - self._start_delay)
         self.stats.utterances_started += 1
-        self._emit(PlayoutEventKind.SPEAKING_STARTED, utterance, t)
+        self._emit(
+            PlayoutEventKind.SPEAKING_STARTED, utterance, t,
+            start_delay=delay if self._measure_start else None,
+        )
 
     def _finish(self, utterance: Utterance, end_time: float, next_frame_time: float) -> None:
         utterance.state = UtteranceState.FINISHED
@@ -418,8 +427,9 @@ class Playout:
         t: float,
         played: float = 0.0,
         reason: str | None = None,
+        start_delay: float | None = None,
     ) -> PlayoutEvent:
-        event = PlayoutEvent(kind, utterance.id, t, played, reason, utterance.duration)
+        event = PlayoutEvent(kind, utterance.id, t, played, reason, utterance.duration, start_delay)
         if self._on_event is not None:
             self._on_event(event)
         return event

@@ -10,15 +10,15 @@ from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConne
 from aiortc.sdp import candidate_from_sdp
 
 from server.refusal import Refusal
-from server.settings import Settings
 
 
 class CandidateError(Refusal, ValueError):
     """A trickled ICE candidate that cannot be parsed (400)."""
 
 
-def rtc_configuration(settings: Settings) -> RTCConfiguration:
-    """The server's own ICE configuration: the same STUN/TURN servers clients get.
+def rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
+    """The server's own ICE configuration from the `ice_servers` its clients get
+    (server/media/ice_servers.py).
 
     An explicit (possibly empty) list: aiortc falls back to a public STUN server when
     it is given None.
@@ -29,7 +29,7 @@ def rtc_configuration(settings: Settings) -> RTCConfiguration:
             username=entry.get("username"),
             credential=entry.get("credential"),
         )
-        for entry in settings.ice_servers()
+        for entry in ice_servers
     ]
     return RTCConfiguration(iceServers=servers)
 

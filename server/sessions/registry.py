@@ -8,6 +8,7 @@ from contextlib import suppress
 
 from server.avatars.store import AvatarStore
 from server.lipsync.worker import LipSyncWorker
+from server.metrics import ServerMetrics
 from server.sessions.session import Session, SessionError, SessionParams
 from server.settings import Settings
 
@@ -26,8 +27,15 @@ class TooManySessionsError(SessionError):
 
 
 class SessionRegistry:
-    def __init__(self, settings: Settings, worker: LipSyncWorker, avatars: AvatarStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker: LipSyncWorker,
+        avatars: AvatarStore,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self._settings = settings
+        self._metrics = metrics or ServerMetrics()
         self._worker = worker
         self._avatars = avatars
         self._sessions: dict[str, Session] = {}
@@ -49,13 +57,22 @@ class SessionRegistry:
                 "end one (DELETE) or try again later.",
             )
         avatar = await self._avatars.acquire(params.avatar_id)  # AvatarNotFoundError: 404
-        session = Session(params, avatar, self._worker, self._settings, on_lost=self._lost)
+        session = Session(
+            params, avatar, self._worker, self._settings, on_lost=self._lost, metrics=self._metrics
+        )
         self._sessions[session.id] = session
+        self._metrics.session_opened(session)
         logger.info(
             "session %s created: avatar %s, user %s, fps %d, playback %d",
             session.id, params.avatar_id, params.user_id, params.fps, params.playback_fps,
+            extra={"session_id": session.id},
         )
         return session
+
+    def find(self, session_id: str) -> Session | None:
+        """The live session, or None; its idle timer is left as it is."""
+        session = self._sessions.get(session_id)
+        return None if session is None or session.closed else session
 
     def get(self, session_id: str) -> Session:
         """The session, its idle timer reset; 404 if unknown, ended or expired."""
@@ -73,6 +90,7 @@ class SessionRegistry:
             await session.close(reason)
         finally:
             self._avatars.release(session.params.avatar_id)
+            self._metrics.session_closed(session)
 
     async def close_all(self) -> None:
         if self._reaper is not None:
@@ -95,4 +113,7 @@ class SessionRegistry:
                     try:
                         await self.close(session.id, f"idle for more than {ttl:g} s")
                     except Exception:
-                        logger.exception("closing expired session %s failed", session.id)
+                        logger.exception(
+                            "closing expired session %s failed", session.id,
+                            extra={"session_id": session.id},
+                        )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,15 +19,17 @@ from server.chat.conversation import Conversation
 from server.lipsync.engine import LoadedAvatar
 from server.lipsync.worker import LipSyncWorker
 from server.media.clock import SessionClock
+from server.media.ice_servers import SessionIceServers
 from server.media.playout import Playout, PlayoutEvent, PlayoutEventKind, SyncSettings
 from server.media.rtc import parse_candidate, restrict_host_addresses, rtc_configuration
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
+from server.metrics import ServerMetrics
 from server.sessions.events import EventFanout, SessionEvent
 from server.sessions.queue import (
     INTERRUPTED,
     Admission,
-    BusyError,
+    BusyError,  # noqa: F401 - the 409 of speaking, where it was before the queue
     Interruption,
     SpeechMode,
     SpeechQueue,
@@ -37,8 +40,12 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+RECEIVING_RETRY_AFTER_SECONDS = 1.0
+"""What a second upload is told to wait while the first is still received or decoded."""
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
+# The token in the session's player_url (README, "Access"): 256 bits, 43 characters.
+TOKEN_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -67,9 +74,6 @@ class SessionClosedError(SessionError):
     status = 404
 
 
-__all__ = ["BusyError", "Session", "SessionError", "SessionParams", "SpeechMode"]
-
-
 class Session:
     """Owns the peer connection, the tracks, the playout, its speech queue and events."""
 
@@ -80,9 +84,16 @@ class Session:
         worker: LipSyncWorker,
         settings: Settings,
         on_lost: Callable[[Session, str], Awaitable[None]],
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
+        # Lines about this session carry its id as a field (LOG_FORMAT=json).
+        self._log = logging.LoggerAdapter(logger, {"session_id": self.id})
+        self._metrics = metrics or ServerMetrics()
+        self.token = secrets.token_urlsafe(TOKEN_BYTES)  # never logged
         self.params = params
+        self.ice_servers = SessionIceServers(settings, self.id)
+        """What its clients are told to use, and what its own peer connections use."""
         self.avatar = avatar
         self.created_at = time.time()
         self.last_activity = time.monotonic()
@@ -116,6 +127,7 @@ class Session:
         self._video: AvatarVideoTrack | None = None
         self._channels: list[RTCDataChannel] = []
         self._negotiation = asyncio.Lock()
+        self._receiving = False
         self._grace_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0
@@ -200,7 +212,7 @@ class Session:
             # the same session) stops instead of reconnecting and replacing this one.
             self.events.publish("connection_replaced")
             await self._drop_connection("replaced by a new offer")
-            pc = RTCPeerConnection(rtc_configuration(self._settings))
+            pc = RTCPeerConnection(rtc_configuration(self.ice_servers.current()))
             self._pc = pc
             self.connections += 1
             self._update_state()
@@ -229,7 +241,7 @@ class Session:
                 await self._drop_connection("negotiation failed")
                 raise NegotiationError(f"The offer could not be used: {error}") from None
             self._cancel_grace()
-            logger.info("session %s: answered offer (connection %d)", self.id, self.connections)
+            self._log.info("session %s: answered offer (connection %d)", self.id, self.connections)
             return pc.localDescription
 
     async def add_candidate(self, init: dict[str, Any]) -> None:
@@ -258,6 +270,26 @@ class Session:
         if mode is not None:
             self._speech.check(mode)  # BusyError, QueueFullError: 409
 
+    @contextlib.contextmanager
+    def receiving_speech(self, mode: SpeechMode | None = SpeechMode.REJECT) -> Iterator[None]:
+        """Hold the session for one upload while it is received and decoded.
+
+        Raises the 409 of `check_can_speak(mode)`, or a 409 while another upload holds it; so an
+        upload is refused before its body is read, and no two are decoded for one session.
+        """
+        self.check_can_speak(mode)
+        if self._receiving:
+            raise BusyError(
+                "Another upload to this session is still being received or decoded; "
+                "send the next one once the avatar has started speaking it.",
+                retry_after_seconds=RECEIVING_RETRY_AFTER_SECONDS,
+            )
+        self._receiving = True
+        try:
+            yield
+        finally:
+            self._receiving = False
+
     def speak(
         self, samples: np.ndarray, mode: SpeechMode = SpeechMode.REJECT, keep_queue: bool = False
     ) -> Admission:
@@ -279,7 +311,7 @@ class Session:
         )
         self._update_state()
         self.touch()
-        logger.info(
+        self._log.info(
             "session %s: utterance %s (%s, position %d), %.2f s, %d frames",
             self.id, utterance.id, mode.value, admission.position, utterance.duration,
             utterance.frame_count,
@@ -326,7 +358,7 @@ class Session:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         self.events.close()
-        logger.info("session %s closed: %s", self.id, reason)
+        self._log.info("session %s closed: %s", self.id, reason)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -337,7 +369,7 @@ class Session:
         self._channels.clear()
         if pc is not None:
             self._speech.clear(reason)
-            logger.info("session %s: closing peer connection (%s)", self.id, reason)
+            self._log.info("session %s: closing peer connection (%s)", self.id, reason)
             await pc.close()
         self._update_state()
 
@@ -345,7 +377,7 @@ class Session:
         if pc is not self._pc:
             return
         state = pc.connectionState
-        logger.info("session %s: connection %s", self.id, state)
+        self._log.info("session %s: connection %s", self.id, state)
         self._update_state()
         if state == "connected":
             self._cancel_grace()
@@ -394,6 +426,8 @@ class Session:
     def _on_playout_event(self, event: PlayoutEvent) -> None:
         if event.kind is not PlayoutEventKind.SPEAKING_STARTED:
             self.touch()
+        elif event.start_delay is not None:
+            self._metrics.speech_started(event.start_delay)
         fields: dict[str, Any] = {
             "utterance_id": event.utterance_id,
             "media_time": round(event.media_time, 3),

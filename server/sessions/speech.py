@@ -66,7 +66,9 @@ async def render_utterance(
     except asyncio.CancelledError:
         raise
     except Exception as error:
-        logger.exception("rendering utterance %s failed", utterance.id)
+        logger.exception(
+            "rendering utterance %s failed", utterance.id, extra={"session_id": owner}
+        )
         utterance.error = f"rendering failed: {error}"
         on_failed(utterance, utterance.error)
     finally:

@@ -121,7 +121,8 @@ def open_player(
         query: str = "", *scripts: str, browser: Browser | None = None, **options: Any
     ) -> PlayerPage:
         tab = new_tab(*scripts, browser=browser, **options)
-        tab.open(session["player_url"] + query)
+        url = session["player_url"]  # it has a query already: the token
+        tab.open(url + query.replace("?", "&", 1) if "?" in url else url + query)
         return tab
 
     return open_tab

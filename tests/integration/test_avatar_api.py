@@ -133,6 +133,9 @@ async def test_bad_videos_and_forms_are_refused_with_the_reason(
         (403, "built-in avatar's id", {"video": face, "avatar_id": "demo"}),
         (422, "'bbox' is invalid", {"video": face, "bbox": "10,20,30"}),
         (422, "'force' must be true or false", {"video": face, "force": "maybe"}),
+        (422, "bbox_shift applies to MuseTalk 1.0 only", {"video": face, "bbox_shift": "5"}),
+        (422, "'bbox_shift' must be a whole number", {"video": face, "bbox_shift": "up"}),
+        (422, "version must be one of 1.5, 1.0", {"video": face, "musetalk_version": "2"}),
     ]
     for status, words, kwargs in cases:
         response = await upload(http, **kwargs)
@@ -215,3 +218,27 @@ async def test_with_musetalk_an_upload_gets_its_latents_before_it_is_ready(
         assert info["state"] == "ready", info
         [latents] = info["prepared"]["latents"]
         assert latents.startswith("musetalk/vae-")
+
+
+async def test_an_avatar_prepared_for_the_other_musetalk_version_is_refused_with_what_to_do(
+    tiny_models: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        avatars_dir=tmp_path / "avatars", models_dir=tiny_models, lipsync_engine="musetalk",
+        lipsync_device="cpu", **LIMITS,
+    )
+    async with running_app(settings) as client:  # runs MuseTalk 1.5 (auto)
+        video = face_video(tmp_path / "alice.mp4", 1.2, size=256)
+        response = await upload(client, video, musetalk_version="1.0", bbox_shift="-4")
+        assert response.status_code == 202, response.text
+        info, _ = await until_finished(client, "alice")
+        assert info["state"] == "ready", info
+        assert (info["prepared"]["musetalk_version"], info["prepared"]["bbox_shift"]) == ("1.0", -4)
+        refused = await client.post("/webrtc/sessions/create", params={"avatar_id": "alice"})
+        assert refused.status_code == 409, refused.text
+        assert "prepared for MuseTalk 1.0, but this server runs MuseTalk 1.5" in refused.json()["detail"]
+        assert (await upload(client, video, force="true")).status_code == 202  # for the server's version
+        info, _ = await until_finished(client, "alice")
+        assert info["prepared"]["musetalk_version"] == "1.5"
+        created = await client.post("/webrtc/sessions/create", params={"avatar_id": "alice"})
+        assert created.status_code == 200, created.text

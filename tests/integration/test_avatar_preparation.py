@@ -315,3 +315,51 @@ async def test_without_a_face_detector_the_demo_avatar_is_used_as_drawn(
         assert response.status_code == 200, response.text
     assert "the demo avatar is used as drawn, unprepared" in caplog.text
     assert not (tmp_path / "avatars" / "demo").exists()
+
+
+def test_an_avatar_prepared_for_1_0_gets_its_recipe_and_bbox_shift(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The DWPose stand-in's face: x 127..387, chin 407, nose ridge 247. MuseTalk 1.0 adds no
+    # margin; bbox_shift -20 puts the centre at 227, so the top is 227 - (407 - 227) = 47.
+    avatars, models = folders
+    tiny_dwpose_model(models)
+    video = face_video(tmp_path / "person.mp4", 1.2)
+    argv = ["prepare-avatar", str(video), "--avatar-id", AVATAR_ID, "--musetalk-version", "1.0"]
+    assert main([*argv, "--bbox-shift", "-20"]) == 0
+    metadata = json.loads((avatars / AVATAR_ID / "avatar.json").read_text())
+    assert metadata["face_boxes"] == [[127, 47, 387, 407]] * 30
+    recipe = metadata["recipe"]
+    assert (recipe["musetalk_version"], recipe["bbox_shift"], recipe["parsing_mode"], recipe["extra_margin"]) == (
+        "1.0", -20, "raw", 0
+    )
+    assert main([*argv, "--force"]) == 0  # MUSETALK_BBOX_SHIFT's default: 0
+    assert json.loads((avatars / AVATAR_ID / "avatar.json").read_text())["face_boxes"] == [[127, 87, 387, 407]] * 30
+
+
+def test_bbox_shift_for_1_5_is_refused_by_the_cli(folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    avatars, _ = folders
+    video = face_video(tmp_path / "person.mp4", 1.2, size=256)
+    argv = ["prepare-avatar", str(video), "--avatar-id", AVATAR_ID, "--musetalk-version", "1.5"]
+    assert main([*argv, "--bbox-shift", "5"]) == 1
+    assert "bbox_shift applies to MuseTalk 1.0 only" in capsys.readouterr().err
+    assert not (avatars / AVATAR_ID).exists()
+
+
+def test_the_engine_serves_an_avatar_only_with_the_version_it_was_prepared_for(
+    folders: tuple[Path, Path], tmp_path: Path, tiny_models: Path
+) -> None:
+    from server.avatars.errors import AvatarVersionError
+    from server.lipsync.musetalk.engine import load_musetalk_engine
+    from server.lipsync.musetalk.weights import MuseTalkWeights
+
+    avatars, models = folders
+    tiny_dwpose_model(models)
+    video = face_video(tmp_path / "person.mp4", 1.2)
+    request = PreparationRequest(video, AVATAR_ID, musetalk_version="1.0", bbox_shift=-20)
+    avatar = load_prepared(preparer(avatars, models).prepare(request).directory)
+    served = load_musetalk_engine(MuseTalkWeights(tiny_models, "1.0"), "cpu").load_avatar(avatar)
+    assert set(served.engine_state.boxes) == {(127, 47, 387, 407)}  # as prepared: no margin added
+    with pytest.raises(AvatarVersionError, match="prepared for MuseTalk 1.0, but this server runs MuseTalk 1.5") as caught:
+        load_musetalk_engine(MuseTalkWeights(tiny_models, "1.5"), "cpu").load_avatar(avatar)
+    assert caught.value.status == 409 and "--musetalk-version 1.5" in caught.value.message

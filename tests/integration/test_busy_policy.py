@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import httpx
 import numpy as np
 import pytest
 
+from server.app import create_app
+from server.core import AvatarServer
+from server.lipsync.demo.engine import DemoEngine
+from server.lipsync.engine import RenderRequest
+from server.lipsync.selection import EngineChoice
 from tests.audio_files import encode, speech_like
 from tests.conftest import make_settings, running_app
 from tests.webrtc_client import (
@@ -279,6 +285,42 @@ async def test_after_a_cut_the_video_returns_to_idle_from_the_frame_it_was_on(ht
     assert max(v.mouth_dark for v in around[9:]) < OPEN_MOUTH  # idle after the cut
     indices = avatar_indices([v.image for v in around], frames)
     steps = np.abs(np.diff(indices))
-    # At 15 fps playback of a 10 fps counter the avatar frame moves by 0 or 1 per frame.
-    assert steps.max() <= 1, indices
+    # At 15 fps playback of a 10 fps counter the avatar frame moves by 0 or 1 per frame
+    # (2 where a loaded machine skips a video frame); resuming from anywhere else jumps.
+    assert steps.max() <= 2, indices
     assert len(set(indices[9:])) > 1, indices  # and the idle loop keeps moving
+
+
+class FailingDemoEngine(DemoEngine):
+    """The demo engine, whose next `failures` render batches raise, as a broken model would."""
+
+    failures = 0
+
+    def render(self, batch: Sequence[RenderRequest]) -> list[np.ndarray]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().render(batch)
+
+
+async def test_a_rendering_failure_is_an_error_event_and_the_queue_goes_on() -> None:
+    settings = make_settings()
+    engine = FailingDemoEngine()
+    app = create_app(settings, AvatarServer(settings, EngineChoice(engine, "a test engine that fails")))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            sid, peer = await connected_session(http)
+            try:
+                engine.failures = 1
+                u1 = (await speak(http, sid, tone(1.0))).json()["utterance_id"]
+                u2 = (await speak(http, sid, tone(1.0), mode="queue")).json()["utterance_id"]
+                error = await wait_for(peer, "error", u1, timeout=5)
+                cancelled = await wait_for(peer, "utterance_cancelled", u1, timeout=2)
+                await wait_for(peer, "speaking_started", u2, timeout=5)
+                await wait_for(peer, "speaking_ended", u2, timeout=5)
+            finally:
+                await peer.close()
+    assert "rendering failed" in error["detail"] and "CUDA error" in error["detail"]
+    assert cancelled["reason"] == "rendering failed" and cancelled["played_seconds"] == 0
+    assert not [e for e in peer.received.events if e["type"] == "speaking_started" and e["utterance_id"] == u1]

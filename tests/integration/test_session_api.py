@@ -31,7 +31,9 @@ async def test_create_returns_the_effective_defaults(http: httpx.AsyncClient) ->
     assert session["chunk_duration"] == 2.0
     assert session["avatar_id"] == "demo"
     assert session["engine"] == "demo"
-    assert session["player_url"] == f"http://testserver/player/{session['session_id']}"
+    assert session["player_url"] == (
+        f"http://testserver/player/{session['session_id']}?token={session['session_token']}"
+    )
     assert session["ice_servers"] == []
 
 
@@ -225,5 +227,5 @@ async def test_cross_origin_calls_are_allowed_only_for_configured_origins() -> N
         assert "access-control-allow-origin" not in other.headers
     async with running_app(make_settings()) as http:
         response = await http.post("/webrtc/sessions/create", headers={"Origin": "https://app.example.org"})
-        assert response.status_code == 200
+        assert response.status_code == 403  # server.api.origins
         assert "access-control-allow-origin" not in response.headers

@@ -1,4 +1,4 @@
-"""MuseTalk 1.5's face box from 68 landmarks, on cases worked out by hand."""
+"""MuseTalk's face box from 68 landmarks (1.5's, and 1.0's bbox_shift), on cases worked out by hand."""
 
 from __future__ import annotations
 
@@ -46,9 +46,29 @@ def test_a_degenerate_box_is_none_so_the_detector_box_is_used(others: list) -> N
     assert landmark_box(landmarks((200.0, 150.0), others)) is None
 
 
+def test_a_positive_bbox_shift_moves_the_centre_down_and_the_top_twice_as_far_down() -> None:
+    # Centre 150 + 10 = 160; chin 250 is 90 below it, so the top is 160 - 90 = 70 (not 50).
+    points = landmarks((200.4, 150.7), [(120.6, 200.0), (200.0, 250.9), (280.2, 200.0)])
+    assert landmark_box(points, bbox_shift=10) == (120, 70, 280, 250)
+
+
+def test_a_negative_bbox_shift_moves_the_top_up() -> None:
+    # Centre 150 - 10 = 140; the chin is 110 below it: top 140 - 110 = 30. Shifted truncated
+    # coordinates: the shift is added after the landmarks are cut to integers.
+    points = landmarks((200.4, 150.7), [(120.6, 200.0), (200.0, 250.9), (280.2, 200.0)])
+    assert landmark_box(points, bbox_shift=-10) == (120, 30, 280, 250)
+
+
+def test_a_shift_past_the_chin_gives_no_box() -> None:
+    points = landmarks((200.0, 150.0), [(120.0, 200.0), (200.0, 250.0), (280.0, 200.0)])
+    assert landmark_box(points, bbox_shift=100) is None  # centre on the chin: empty
+    assert landmark_box(points, bbox_shift=120) is None
+
+
 def test_margin_extends_below_the_chin_within_the_frame() -> None:
     assert with_margin((120, 50, 280, 250), frame_height=300) == (120, 50, 280, 260)
     assert with_margin((120, 50, 280, 250), frame_height=255) == (120, 50, 280, 255)
+    assert with_margin((120, 50, 280, 250), frame_height=300, margin=0) == (120, 50, 280, 250)  # 1.0
 
 
 def test_clamp_keeps_the_part_inside_the_frame() -> None:

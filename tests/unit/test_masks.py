@@ -1,10 +1,12 @@
-"""Blending masks as MuseTalk 1.5 makes them: the square, the jaw region, the blur."""
+"""Blending masks as MuseTalk makes them: the square, the jaw (1.5) or raw (1.0) region, the blur."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from server.avatars.face_parsing import LOWER_LIP, NOSE, SKIN, UPPER_LIP
+from server.avatars.face_parsing import LOWER_LIP, MOUTH, NOSE, SKIN, UPPER_LIP
+
+NECK = 14
 from server.avatars.masks import (
     blend_mask,
     blur_kernel_size,
@@ -13,6 +15,7 @@ from server.avatars.masks import (
     jaw_kernel,
     jaw_region,
     mask_box,
+    raw_region,
 )
 
 
@@ -88,3 +91,43 @@ def test_feathered_mask_within_the_box_has_soft_edges_at_the_chin_and_the_square
     assert 0 < part[-1, 100] < 255  # at the chin the ellipse ends, softly
     assert part[:, 0].max() < 128  # the ellipse leaves the box's corners and sides to the frame
     assert 0 < part[square_middle + 2, 100] < 255  # the upper edge is soft
+
+
+def test_raw_region_is_skin_lips_and_mouth_as_parsed() -> None:
+    labels = np.zeros((512, 512), np.uint8)
+    labels[250:351, 200:311] = SKIN
+    labels[260:281, 240:271] = NOSE
+    labels[300:311, 230:281] = MOUTH
+    labels[400:411, 230:281] = UPPER_LIP
+    labels[411:421, 230:281] = LOWER_LIP
+    labels[450:500, 200:311] = NECK
+    region = raw_region(labels)
+    assert region.dtype == np.uint8 and set(np.unique(region)) == {0, 255}
+    expected = np.isin(labels, (SKIN, MOUTH, UPPER_LIP, LOWER_LIP))
+    assert ((region == 255) == expected).all()  # nothing grown, nothing eroded
+    assert region[260:281, 240:271].max() == 0 and region[450:500].max() == 0  # nose, neck
+
+
+class FixedParser:
+    """A face parser that labels every picture with the same 512 x 512 classes."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+
+    def __call__(self, picture) -> np.ndarray:
+        return self.labels
+
+
+def test_the_parsing_mode_picks_the_region() -> None:
+    # Skin in the middle band: 1.5's jaw mode grows it 16 px upwards, 1.0's raw mode does not.
+    labels = np.zeros((512, 512), np.uint8)
+    labels[300:400, 200:311] = SKIN
+    frame = np.zeros((512, 512, 3), np.uint8)
+    box = (85, 85, 427, 427)  # square (0, 0, 512, 512): the parsing maps 1:1 onto the frame
+    assert mask_box(box) == (0, 0, 512, 512)
+    jaw, _ = blend_mask(frame, box, FixedParser(labels), mode="jaw")
+    raw, _ = blend_mask(frame, box, FixedParser(labels), mode="raw")
+    assert raw.sum() < jaw.sum()
+    # Far above the skin's top edge (300) but within the jaw's 16 px: only jaw blends there.
+    assert jaw[290, 255] > 200 and raw[290, 255] < 60
+    assert raw[350, 255] == jaw[350, 255] == 255

@@ -145,5 +145,40 @@ def test_a_truncated_safetensors_file_is_named(models_copy: Path) -> None:
     }
 
 
+def test_whisper_and_the_vae_load_from_safetensors_as_from_bin(tmp_path: Path) -> None:
+    # The same seed in both layouts: the same tensors, saved once as .bin, once as .safetensors.
+    as_bin = write_tiny_weights(tmp_path / "bin", versions=("1.5",))
+    as_safetensors = write_tiny_weights(tmp_path / "safetensors", versions=("1.5",), safetensors=True)
+    assert not (as_safetensors / "whisper" / "pytorch_model.bin").exists()
+    assert (as_safetensors / "whisper" / "model.safetensors").is_file()
+    assert MuseTalkWeights(as_safetensors, "1.5").problems() == []
+    assert locate_weights(as_safetensors).checkpoint("whisper") == as_safetensors / "whisper" / "model.safetensors"
+    from_bin = load_model(MuseTalkWeights(as_bin, "1.5"), "cpu")
+    from_safetensors = load_model(MuseTalkWeights(as_safetensors, "1.5"), "cpu")
+    for network in ("audio.encoder", "vae"):
+        expected = _network(from_bin, network).state_dict()
+        loaded = _network(from_safetensors, network).state_dict()
+        assert loaded.keys() == expected.keys()
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected), network
+
+
+def _network(model, dotted: str) -> torch.nn.Module:
+    for name in dotted.split("."):
+        model = getattr(model, name)
+    return model
+
+
+def test_a_truncated_whisper_safetensors_file_is_named(tmp_path: Path) -> None:
+    models = write_tiny_weights(tmp_path / "models", versions=("1.5",), safetensors=True)
+    path = models / "whisper" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    assert problems_of(models) == {"whisper/model.safetensors": "a damaged safetensors file (truncated download?)"}
+
+
+def test_without_either_whisper_file_both_names_are_given(models_copy: Path) -> None:
+    (models_copy / "whisper" / "pytorch_model.bin").unlink()
+    assert problems_of(models_copy)["whisper/pytorch_model.bin"].startswith("missing (or model.safetensors)")
+
+
 def test_models_manifest_json_describes_the_layout() -> None:
     assert json.loads((REPO / "models" / "manifest.json").read_text()) == manifest()

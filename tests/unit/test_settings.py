@@ -107,3 +107,22 @@ def test_text_and_chat_settings() -> None:
 def test_unusable_text_and_chat_settings_are_named(name: str, value: str, words: str) -> None:
     with pytest.raises(SettingsError, match=words):
         Settings.from_env({name: value})
+
+
+def test_log_format_is_text_or_json() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(SettingsError, match="LOG_FORMAT must be one of text, json"):
+        Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+def test_queue_and_event_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {"MAX_QUEUED_UTTERANCES": "3", "EVENTS_LISTENER_BACKLOG": "10", "EVENTS_HEARTBEAT_SECONDS": "5"}
+    )
+    assert (settings.max_queued_utterances, settings.events_listener_backlog) == (3, 10)
+    assert settings.events_heartbeat_seconds == 5.0
+    with pytest.raises(SettingsError, match="MAX_QUEUED_UTTERANCES must not be negative"):
+        Settings.from_env({"MAX_QUEUED_UTTERANCES": "-1"})
+    with pytest.raises(SettingsError, match="EVENTS_HEARTBEAT_SECONDS must be positive"):
+        Settings.from_env({"EVENTS_HEARTBEAT_SECONDS": "0"})

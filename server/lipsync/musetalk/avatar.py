@@ -8,7 +8,9 @@ As MuseTalk's realtime `Avatar.prepare_material` does for every frame:
 - the blend mask of the box (`server.avatars.masks`).
 
 A prepared avatar (`server.avatars`) brings its boxes (margin included), 256 x 256 crops
-and face-parsing masks; its latents are stored in its own folder, keyed by the VAE, the
+and face-parsing masks, made by the recipe of the MuseTalk version it was prepared for
+(`server.avatars.recipe`); the engine serves it only with that version (an avatar of the
+other one is refused with what to do: prepare it again). Its latents are stored in its own folder, keyed by the VAE, the
 first time it is loaded (or by `prepare-avatar` when the weights are there). For other
 avatars (the drawn face when it could not be prepared) the boxes get the margin here, the
 mask is the one preparation makes without parsing weights (a feathered ellipse in the
@@ -34,7 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from server.avatars.errors import AvatarVersionError
 from server.avatars.masks import blend_mask
+from server.avatars.recipe import EXTRA_MARGINS, recipe_version
 from server.avatars.storage import PreparedAvatar
 from server.lipsync.engine import Avatar
 from server.lipsync.musetalk.blending import Box, clip_box
@@ -43,7 +47,7 @@ from server.lipsync.musetalk.vae import ENCODE_BATCH, FACE_SIZE, FaceEncoder, en
 
 logger = logging.getLogger(__name__)
 
-CHIN_MARGIN = {"1.5": 10, "1.0": 0}
+CHIN_MARGIN = EXTRA_MARGINS
 """Pixels added below each face box (realtime_inference.py's extra_margin, 1.5 only)."""
 CACHE_FORMAT = 2
 """Bump when the content or the meaning of cache files changes."""
@@ -97,7 +101,13 @@ def prepare_avatar(avatar: Avatar, model: MuseTalkModel, cache_dir: Path | None 
 
 
 def from_prepared(avatar: PreparedAvatar, model: MuseTalkModel) -> MuseTalkAvatar:
-    """A prepared avatar's boxes and parsing masks, and its stored (or new) latents."""
+    """A prepared avatar's boxes and parsing masks, and its stored (or new) latents.
+
+    Raises `AvatarVersionError` when it was prepared for another MuseTalk version.
+    """
+    prepared_for = recipe_version(avatar.metadata)
+    if prepared_for != model.version:
+        raise AvatarVersionError(avatar.avatar_id, prepared_for, model.version)
     boxes = [tuple(int(v) for v in box) for box in avatar.face_boxes]
     masks = []
     for i, box in enumerate(boxes):

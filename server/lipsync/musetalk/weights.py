@@ -8,7 +8,7 @@ same ones):
     musetalk/musetalk.json, pytorch_model.bin  TMElyralab/MuseTalk      (1.0 UNet)
     sd-vae/config.json, diffusion_pytorch_model.bin (or .safetensors)
                                                 stabilityai/sd-vae-ft-mse
-    whisper/config.json, pytorch_model.bin, preprocessor_config.json
+    whisper/config.json, pytorch_model.bin (or model.safetensors), preprocessor_config.json
                                                 openai/whisper-tiny
 
 The checks here are cheap (no model is built): each file is present, JSON files parse and
@@ -99,7 +99,10 @@ MANIFEST: tuple[WeightFile, ...] = (
         "whisper/config.json", "whisper", HF_WHISPER_TINY, "config.json",
         {"d_model": 384, "num_mel_bins": 80, "max_source_positions": 1500},
     ),
-    WeightFile("whisper/pytorch_model.bin", "whisper", HF_WHISPER_TINY, "pytorch_model.bin"),
+    WeightFile(
+        "whisper/pytorch_model.bin", "whisper", HF_WHISPER_TINY, "pytorch_model.bin",
+        alternatives=("whisper/model.safetensors",),
+    ),
     WeightFile(
         "whisper/preprocessor_config.json", "whisper", HF_WHISPER_TINY, "preprocessor_config.json",
         {"sampling_rate": 16000, "feature_size": 80, "hop_length": 160},

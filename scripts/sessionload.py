@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Sessions that all speak at once, received by real aiortc peers spread over processes.
+
+The benchmarks drive a running server with it (`speak_together`): N sessions are created
+and connected by P receiver processes (this file run as a script, so that decoding the
+streams is not limited to one core and does not share the benchmark's own loop), then
+every session uploads the same utterance at the same instant. Each receiver keeps only
+the arrival time of every frame (no pixels), and reports per session:
+
+- during its speech (from its `speaking_started` event to its `speaking_ended` one): the
+  video frames and audio frames received per second and the longest gap between two
+  video frames (a freeze);
+- the time from its upload to its `speaking_started` event (time to first speech);
+- the server's own figures for it (`GET /webrtc/sessions/{id}`): late video frames (a
+  frame repeated because its render was not ready), audio holds, skipped frames.
+
+Real time holds for N sessions when every session spoke, received at least
+`MIN_FPS_SHARE` of its playback rate with no freeze over `MAX_FREEZE_SECONDS`, and the
+server counted no late frame and no audio hold.
+
+As a child process: `sessionload.py URL COUNT PARAMS_JSON AUDIO_FILE` prints one JSON line
+when its sessions are connected (`{"ready": COUNT}` or `{"error": ...}`), reads one line
+`{"start_at": MONOTONIC}`, and prints `{"sessions": [...]}` when they have spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import benchkit  # noqa: F401  (puts the repository on sys.path)
+from tests.webrtc_client import ClientPeer
+
+MIN_FPS_SHARE = 0.97
+MAX_FREEZE_SECONDS = 0.2
+AUDIO_FRAMES_PER_SECOND = 50  # 20 ms Opus frames
+CONNECT_TIMEOUT = 60.0
+SPEECH_TIMEOUT_MARGIN = 30.0
+"""Seconds past the utterance's length that a receiver waits for its speech to end."""
+
+
+class ArrivalPeer(ClientPeer):
+    """A `ClientPeer` that keeps only when each frame arrived: light enough for many."""
+
+    def __init__(self, http: httpx.AsyncClient, session_id: str) -> None:
+        super().__init__(http, session_id)
+        self.video_arrivals: list[float] = []
+        self.audio_arrivals: list[float] = []
+
+    async def _read_video(self, track: Any) -> None:
+        await self._count(track, self.video_arrivals)
+
+    async def _read_audio(self, track: Any) -> None:
+        await self._count(track, self.audio_arrivals)
+
+    @staticmethod
+    async def _count(track: Any, arrivals: list[float]) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        try:
+            while True:
+                await track.recv()
+                arrivals.append(time.monotonic())
+        except MediaStreamError:
+            pass
+
+    def event_time(self, kind: str) -> float | None:
+        return next((e["arrival"] for e in self.received.events if e.get("type") == kind), None)
+
+
+def speech_figures(peer: ArrivalPeer, uploaded_at: float, playback_fps: float) -> dict[str, Any]:
+    """What one receiver saw of its session's speech."""
+    started, ended = peer.event_time("speaking_started"), peer.event_time("speaking_ended")
+    if started is None or ended is None or ended <= started:
+        return {"spoke": False}
+    video = [t for t in peer.video_arrivals if started <= t <= ended]
+    audio = [t for t in peer.audio_arrivals if started <= t <= ended]
+    seconds = ended - started
+    gaps = [b - a for a, b in zip(video, video[1:])]
+    return {
+        "spoke": True,
+        "speech_seconds": seconds,
+        "video_fps": len(video) / seconds,
+        "audio_real_time": len(audio) / seconds / AUDIO_FRAMES_PER_SECOND,
+        "max_freeze_ms": max(gaps, default=math.inf) * 1000,
+        "first_speech_ms": (started - uploaded_at) * 1000,
+        "playback_fps": playback_fps,
+    }
+
+
+async def receive(
+    url: str, count: int, params: dict[str, Any], seconds: float, audio: bytes, start: asyncio.Future
+) -> list[dict[str, Any]]:
+    """Create (with `params`) and connect `count` sessions; all speak `audio` (`seconds`
+    long) at the time `start` gives."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        peers: list[ArrivalPeer] = []
+        refused: list[str] = []
+        try:
+            for _ in range(count):
+                response = await http.post("/webrtc/sessions/create", params=params)
+                if response.status_code != 200:
+                    refused.append(f"{response.status_code}: {response.json().get('detail')}")
+                    continue
+                peers.append(ArrivalPeer(http, response.json()["session_id"]))
+            await asyncio.gather(*(peer.connect(CONNECT_TIMEOUT) for peer in peers))
+            print(json.dumps({"ready": len(peers), "refused": refused}), flush=True)
+            start_at = await start
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+
+            async def speak(peer: ArrivalPeer) -> dict[str, Any]:
+                uploaded_at = time.monotonic()
+                response = await http.post(
+                    f"/webrtc/sessions/{peer.session_id}/stream",
+                    files={"audio_file": ("speech.wav", audio, "audio/wav")},
+                )
+                if response.status_code != 200:
+                    return {"spoke": False, "refused": f"{response.status_code}: {response.json().get('detail')}"}
+                try:
+                    await peer.wait_for_event("speaking_ended", seconds + SPEECH_TIMEOUT_MARGIN)
+                except TimeoutError:
+                    pass
+                figures = speech_figures(peer, uploaded_at, params["playback_fps"])
+                state = (await http.get(f"/webrtc/sessions/{peer.session_id}")).json()
+                figures["server"] = {
+                    "video_frames_late": state["sync"]["video_frames_late"],
+                    "audio_holds": state["sync"]["audio_holds"],
+                    "audio_hold_seconds": state["sync"]["audio_hold_seconds"],
+                    "video_frames_skipped": state["media"]["video_frames_skipped"],
+                }
+                return figures
+
+            results = await asyncio.gather(*(speak(peer) for peer in peers))
+            return [*results, *({"spoke": False, "refused": r} for r in refused)]
+        finally:
+            for peer in peers:
+                await peer.close()
+                await http.delete(f"/webrtc/sessions/{peer.session_id}")
+
+
+async def _child(argv: list[str]) -> None:
+    url, count, params, audio_file = argv[0], int(argv[1]), json.loads(argv[2]), Path(argv[3])
+    seconds = params.pop("seconds")
+    loop = asyncio.get_running_loop()
+    start: asyncio.Future = loop.create_future()
+
+    async def read_start() -> None:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        start.set_result(json.loads(line)["start_at"])
+
+    reader = asyncio.ensure_future(read_start())
+    try:
+        sessions = await receive(url, count, params, seconds, audio_file.read_bytes(), start)
+    except Exception as error:  # reported to the parent, which records it
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
+        return
+    finally:
+        reader.cancel()
+    print(json.dumps({"sessions": sessions}), flush=True)
+
+
+# --- the parent's side ---------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    sessions: int
+    figures: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def summary(self, fps: float) -> dict[str, Any]:
+        """The step's figures, and whether real time held (with why not)."""
+        spoke = [f for f in self.figures if f.get("spoke")]
+        problems = []
+        if self.error:
+            problems.append(self.error)
+        refused = [f["refused"] for f in self.figures if "refused" in f]
+        if refused:
+            problems.append(f"{len(refused)} refused ({refused[0]})")
+        if len(spoke) < self.sessions and not refused and not self.error:
+            problems.append(f"{self.sessions - len(spoke)} did not finish speaking")
+        late = sum(f["server"]["video_frames_late"] for f in spoke)
+        holds = sum(f["server"]["audio_holds"] for f in spoke)
+        min_fps = min((f["video_fps"] for f in spoke), default=0.0)
+        freeze = max((f["max_freeze_ms"] for f in spoke), default=math.inf)
+        first = sorted(f["first_speech_ms"] for f in spoke)
+        playback = spoke[0]["playback_fps"] if spoke else 0.0
+        if spoke and min_fps < MIN_FPS_SHARE * playback:
+            problems.append(f"video at {min_fps:.1f} fps < {MIN_FPS_SHARE:.0%} of {playback:g}")
+        if freeze > MAX_FREEZE_SECONDS * 1000 and spoke:
+            problems.append(f"a {freeze:.0f} ms freeze")
+        if late:
+            problems.append(f"{late} late frames")
+        if holds:
+            problems.append(f"{holds} audio holds")
+        return {
+            "sessions": self.sessions,
+            "spoke": len(spoke),
+            "real_time": not problems,
+            "problems": problems,
+            "min_video_fps": min_fps,
+            "max_freeze_ms": freeze if math.isfinite(freeze) else None,
+            "video_frames_late": late,
+            "audio_holds": holds,
+            "min_audio_real_time": min((f["audio_real_time"] for f in spoke), default=0.0),
+            "first_speech_p50_ms": statistics.median(first) if first else None,
+            "first_speech_p95_ms": first[min(len(first) - 1, math.ceil(0.95 * len(first)) - 1)] if first else None,
+            "aggregate_frames_per_second": len(spoke) * fps,
+        }
+
+
+async def speak_together(
+    url: str, count: int, processes: int, params: dict[str, Any], audio_file: Path, seconds: float
+) -> LoadResult:
+    """`count` sessions speaking `audio_file` (`seconds` long) at once, over `processes` receivers."""
+    shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+    shares = [s for s in shares if s]
+    child_params = json.dumps({**params, "seconds": seconds})
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__)), url, str(share), child_params, str(audio_file),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        for share in shares
+    ]
+    result = LoadResult(count)
+    try:
+        ready = await asyncio.wait_for(
+            asyncio.gather(*(child.stdout.readline() for child in children)), CONNECT_TIMEOUT + 30
+        )
+        errors = [json.loads(line or b'{"error": "receiver exited"}').get("error") for line in ready]
+        if any(errors):
+            result.error = next(e for e in errors if e)
+        start_at = time.monotonic() + 0.5
+        for child in children:
+            child.stdin.write((json.dumps({"start_at": start_at}) + "\n").encode())
+            await child.stdin.drain()
+        done = await asyncio.wait_for(
+            asyncio.gather(*(child.stdout.readline() for child in children)),
+            seconds + 2 * SPEECH_TIMEOUT_MARGIN,
+        )
+        for line in done:
+            message = json.loads(line or b'{"error": "receiver exited"}')
+            if "error" in message:
+                result.error = result.error or message["error"]
+            result.figures += message.get("sessions", [])
+    except asyncio.TimeoutError:
+        result.error = "receivers timed out"
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.run(_child(sys.argv[1:]))

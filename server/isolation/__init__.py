@@ -1,0 +1,1 @@
+"""Isolation of untrusted media: decoding in worker processes under CPU, time and memory limits."""

@@ -1,0 +1,303 @@
+"""`DecodePool`: reusable worker processes that decode untrusted media under limits.
+
+Each worker is a process of its own with an address-space limit (RLIMIT_AS), a CPU-time
+limit per task (RLIMIT_CPU, moved forward before each task) and a wall-time limit watched
+from here. Whatever a hostile file makes the decoder do, the request that sent it gets a
+4xx and the worker is replaced; the server process itself never runs the decoder.
+
+Workers come from the forkserver: the server has threads (aiortc, the render worker) and a
+forked copy of a threaded process may deadlock; the forkserver is a fresh, single-threaded
+process that imports the decoders once, so a replacement worker starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+from server.isolation.worker import serve
+from server.refusal import Refusal
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+START_METHOD = "forkserver"
+# Imported once by the forkserver, so that each worker starts with the decoders loaded.
+PRELOAD = ["server.isolation.worker", "server.media.audio_input", "server.avatars.video"]
+# How long a dying worker is given to report its exit status before it is killed.
+EXIT_WAIT_SECONDS = 2.0
+RETRY_AFTER_SECONDS = 1.0
+"""What a client refused for a full pool is told to wait: a decode takes well under that."""
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one task in a worker may use."""
+
+    memory_bytes: int
+    """The worker's address space (RLIMIT_AS), its imported libraries included."""
+    cpu_seconds: float
+    wall_seconds: float
+    """For a streaming task: the longest wait for its next item."""
+
+
+class DecodeError(Refusal):
+    """The worker could not decode the file: 400 crashed, 413 past a limit, 422 unusable."""
+
+
+class DecodeBusyError(Refusal):
+    """Every decode slot is taken (server-wide DECODE_MAX_IN_FLIGHT)."""
+
+    status = 503
+
+
+class _Worker:
+    """One worker process and the pipe it takes tasks from."""
+
+    def __init__(self, context: Any, memory_bytes: int, name: str) -> None:
+        ours, theirs = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=serve, args=(theirs, memory_bytes), name=name, daemon=True
+        )
+        self.process.start()
+        theirs.close()
+        self.connection: Connection = ours
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def exit_signal(self) -> int | None:
+        """The signal that ended the process, once it has ended by one."""
+        self.process.join(EXIT_WAIT_SECONDS)
+        code = self.process.exitcode
+        return -code if code is not None and code < 0 else None
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(EXIT_WAIT_SECONDS)
+        self.connection.close()
+
+
+class DecodePool:
+    """`workers` decode processes; at most `max_in_flight` tasks running or waiting for one."""
+
+    def __init__(
+        self,
+        name: str,
+        workers: int,
+        limits: DecodeLimits,
+        max_in_flight: int,
+        on_replaced: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_replaced(cause)` is told each time a worker is replaced (`found_dead`: it
+        died between tasks; `lost`: it crashed, hit a limit or was left mid-stream)."""
+        self.name = name
+        self._on_replaced = on_replaced
+        self.limits = limits
+        self.max_in_flight = max_in_flight
+        self._size = workers
+        self._context = multiprocessing.get_context(START_METHOD)
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        self._workers: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._started = False
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_in_flight, thread_name_prefix=f"{name}-pool")
+        self.crashes = 0
+        """Workers replaced since the start: lost to a crash, a limit or a hang, or left
+        in the middle of a stream."""
+
+    # --- life --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers (blocking; also done by the first task)."""
+        with self._lock:
+            if self._started or self._closed:
+                return
+            self._started = True
+            self._context.set_forkserver_preload(PRELOAD)
+            for _ in range(self._size):
+                self._idle.put(self._new_worker())
+        logger.info(
+            "%s pool: %d workers, %d MiB each, %g s CPU and %g s per task",
+            self.name, self._size, self.limits.memory_bytes // MIB,
+            self.limits.cpu_seconds, self.limits.wall_seconds,
+        )
+
+    def close(self) -> None:
+        """Stop every worker; tasks still running get a 503."""
+        with self._lock:
+            self._closed = True
+            workers = list(self._workers)
+            self._workers.clear()
+        for worker in workers:
+            worker.stop()
+        for _ in range(self.max_in_flight):
+            self._idle.put(None)  # wakes whoever waits for a worker
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self._workers if w.pid is not None]
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in a worker; 503 when `max_in_flight` tasks are there already.
+
+        `function` and its arguments and result travel by pickle: a module-level function.
+        Raises `DecodeError` (400, 413, 422) and whatever `Refusal` the function raised.
+        """
+        with self._lock:
+            if self._in_flight >= self.max_in_flight:
+                raise DecodeBusyError(
+                    f"The server is decoding as many files as it may at once "
+                    f"({self.max_in_flight}); send this one again in a moment.",
+                    retry_after_seconds=RETRY_AFTER_SECONDS,
+                )
+            self._in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, functools.partial(self.call, function, *args)
+            )
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in a worker, blocking this thread until it is done."""
+        worker = self._checkout()
+        healthy = False
+        try:
+            worker.connection.send((function, args, False, self.limits.cpu_seconds))
+            kind, value = self._receive(worker)
+            healthy = kind != "memory"
+            return self._result(kind, value)
+        finally:
+            self._checkin(worker, healthy)
+
+    def stream(self, function: Callable[..., Any], *args: Any) -> Iterator[Any]:
+        """The items of generator `function(*args)`, produced in a worker as they are read.
+
+        The worker is held until the generator ends; one that is left unfinished costs its
+        worker, which is replaced.
+        """
+        worker = self._checkout()
+        healthy = False
+        try:
+            worker.connection.send((function, args, True, self.limits.cpu_seconds))
+            while True:
+                kind, value = self._receive(worker)
+                if kind == "item":
+                    yield value
+                    continue
+                healthy = kind != "memory"
+                if kind == "end":
+                    return
+                self._result(kind, value)
+        finally:
+            self._checkin(worker, healthy)
+
+    # --- inside ------------------------------------------------------------------------------
+
+    def _new_worker(self) -> _Worker:
+        worker = _Worker(self._context, self.limits.memory_bytes, f"{self.name}-worker")
+        self._workers.add(worker)
+        return worker
+
+    def _checkout(self) -> _Worker:
+        self.start()
+        while True:
+            worker = self._idle.get()
+            if worker is None or self._closed:
+                self._idle.put(None)
+                raise DecodeBusyError("The server is shutting down.")
+            if worker.alive():
+                return worker
+            self._replace(worker, "found dead")
+
+    def _checkin(self, worker: _Worker, healthy: bool) -> None:
+        if self._closed:
+            return
+        if healthy and worker.alive():
+            self._idle.put(worker)
+        else:
+            self._replace(worker, "lost")
+
+    def _replace(self, worker: _Worker, how: str) -> None:
+        self.crashes += 1
+        if self._on_replaced is not None:
+            self._on_replaced(how.replace(" ", "_"))
+        worker.stop()
+        with self._lock:
+            self._workers.discard(worker)
+            if self._closed:
+                return
+            fresh = self._new_worker()
+        logger.warning(
+            "%s pool: worker %s %s (exit code %s); started worker %s",
+            self.name, worker.pid, how, worker.process.exitcode, fresh.pid,
+        )
+        self._idle.put(fresh)
+
+    def _receive(self, worker: _Worker) -> tuple[str, Any]:
+        wall = self.limits.wall_seconds
+        try:
+            if not worker.connection.poll(wall):
+                raise DecodeError(
+                    f"Decoding the file took longer than {wall:g} s, so it was "
+                    "stopped; send a shorter or simpler file.",
+                    413,
+                )
+            return worker.connection.recv()
+        except (EOFError, OSError):
+            pass
+        if self._closed:
+            raise DecodeBusyError("The server is shutting down.")
+        if worker.exit_signal() == signal.SIGXCPU:
+            raise DecodeError(
+                f"Decoding the file needed more than {self.limits.cpu_seconds:g} s of CPU time, "
+                "so it was stopped; send a shorter or simpler file.",
+                413,
+            )
+        raise DecodeError(
+            "The file made the decoder crash: it is damaged or malformed. "
+            "Send an intact file in a common format.",
+            400,
+        )
+
+    def _result(self, kind: str, value: Any) -> Any:
+        if kind == "ok":
+            return value
+        if kind == "refused":
+            status, message = value
+            raise DecodeError(message, status)
+        if kind == "memory":
+            raise DecodeError(
+                "Decoding the file needed more memory than the limit of "
+                f"{self.limits.memory_bytes // MIB} MiB; send a shorter or smaller file.",
+                413,
+            )
+        logger.info("%s pool: a task failed: %s", self.name, value)
+        raise DecodeError(
+            "The file could not be decoded: it is damaged or not what it claims to be.", 400
+        )

@@ -1,0 +1,120 @@
+"""`avatar-server serve` in a process of its own, so that a test sees it crash.
+
+A server in the test's own process (tests/live_server.py) takes the test run down with it
+when native code segfaults; here the test watches the process, reads how it ended, and
+can start a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import EMPTY_MODELS_DIR, SHARED_AVATARS_DIR, TEST_ENVIRONMENT
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+POLL_SECONDS = 0.1
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def describe_exit(code: int) -> str:
+    """`code` of `Popen.returncode` in words: 'killed by SIGSEGV', 'exited with 1'."""
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with {code}"
+
+
+class ServerProcess:
+    """The server on loopback in a child process, configured by environment variables."""
+
+    def __init__(self, environment: dict[str, str] | None = None) -> None:
+        self.environment = {
+            **TEST_ENVIRONMENT,
+            "AVATARS_DIR": str(SHARED_AVATARS_DIR),
+            "MODELS_DIR": str(EMPTY_MODELS_DIR),
+            "LOG_LEVEL": "warning",
+            "PYTHONFAULTHANDLER": "1",  # a native crash prints the Python stack to the log
+            **(environment or {}),
+        }
+        self.url = ""
+        self.starts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="avatar-server-", suffix=".log", delete=False)
+        self._log_offset = 0
+
+    def start(self) -> ServerProcess:
+        port = free_port()
+        self.url = f"http://{LOOPBACK}:{port}"
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--host", LOOPBACK, "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, **self.environment},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.starts += 1
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if not self.alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server did not start:\n{self.new_log()}")
+            time.sleep(POLL_SECONDS)
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def exit_description(self) -> str | None:
+        """How the process ended, or None while it runs."""
+        if self._process is None or self._process.poll() is None:
+            return None
+        return describe_exit(self._process.returncode)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def new_log(self) -> str:
+        """What the server wrote since the last call."""
+        self._log.flush()
+        with open(self._log.name, "rb") as log:
+            log.seek(self._log_offset)
+            text = log.read()
+        self._log_offset += len(text)
+        return text.decode(errors="replace")
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        os.unlink(self._log.name)
