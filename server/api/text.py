@@ -30,6 +30,7 @@ router = APIRouter(
 )
 
 COMMON = {
+    400: {"model": ErrorResponse, "description": "A body that is not JSON."},
     404: {"model": ErrorResponse, "description": "Unknown or expired session."},
     409: {
         "model": BusyResponse,
