@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection
-from aiortc.sdp import candidate_from_sdp
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from server.refusal import Refusal
 from server.settings import Settings
-
-
-class CandidateError(Refusal, ValueError):
-    """A trickled ICE candidate that cannot be parsed (400)."""
 
 
 def rtc_configuration(settings: Settings) -> RTCConfiguration:
@@ -61,20 +55,3 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: Collection[str]) -
         connection.get_component_candidates = only_allowed
         connection._avatar_server_restricted = True
 
-
-def parse_candidate(init: Mapping[str, Any]) -> RTCIceCandidate | None:
-    """An RTCIceCandidateInit (as browsers send it) as aiortc's candidate; None = the end."""
-    text = (init.get("candidate") or "").strip()
-    if not text:
-        return None
-    if text.startswith("candidate:"):
-        text = text[len("candidate:") :]
-    try:
-        candidate = candidate_from_sdp(text)
-    except (ValueError, IndexError, AssertionError) as error:  # aiortc asserts the field count
-        raise CandidateError(f"Malformed ICE candidate {init.get('candidate')!r}: {error}") from None
-    candidate.sdpMid = init.get("sdpMid")
-    candidate.sdpMLineIndex = init.get("sdpMLineIndex")
-    if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
-        raise CandidateError("An ICE candidate needs sdpMid or sdpMLineIndex.")
-    return candidate
