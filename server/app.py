@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from server.api import avatars, pages, sessions
 from server.api.errors import install_error_handlers
+from server.api.rate_limit import RateLimits
 from server.core import AvatarServer
 from server.settings import Settings
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.rate_limits = RateLimits.from_settings(settings)
     install_error_handlers(app)
     if settings.cors_allow_origins:
         app.add_middleware(

@@ -15,6 +15,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.lipsync.selection import EngineUnavailableError, check_engine
+    from server.serving import uvicorn_config
 
     try:
         settings = Settings.from_env(host=args.host, port=args.port)
@@ -29,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("server").info(
         "open http://%s:%d/ to try the avatar (API docs: /docs)", shown_host, args.port
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=level.lower())
+    uvicorn.Server(uvicorn_config(app, settings, log_level=level.lower())).run()
     return 0
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from server.api.dependencies import ServerDep
+from server.api.rate_limit import limit_uploads
 from server.api.schemas import (
     ID_PATTERN,
     AvatarDeleted,
@@ -15,6 +16,7 @@ from server.api.schemas import (
     ErrorResponse,
     PreparationJobInfo,
     PreparedAvatarInfo,
+    RateLimitedResponse,
 )
 from server.api.uploads import FILE_PROPERTY, multipart_body, save_upload
 from server.avatars.face_box import parse_box
@@ -47,7 +49,9 @@ NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such avatar, nor a
         },
         required=[VIDEO_FIELD, "avatar_id"],
     ),
+    dependencies=[Depends(limit_uploads)],
     responses={
+        429: {"model": RateLimitedResponse, "description": "Too many uploads from this client."},
         400: {"model": ErrorResponse, "description": "Unreadable video or malformed form."},
         403: {"model": ErrorResponse, "description": "The built-in avatar's id."},
         409: {"model": ErrorResponse, "description": "Being prepared, or exists from another video."},

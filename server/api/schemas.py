@@ -21,6 +21,10 @@ class BusyResponse(ErrorResponse):
     retry_after_seconds: float = Field(description="When the avatar should be free again.")
 
 
+class RateLimitedResponse(ErrorResponse):
+    retry_after_seconds: float = Field(description="When this client may call again.")
+
+
 class IceServer(BaseModel):
     """An RTCIceServer; the credentials are left out (not null) when there are none."""
 

@@ -6,9 +6,10 @@ import asyncio
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from server.api.dependencies import ServerDep
+from server.api.rate_limit import limit_creates, limit_uploads
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
     CHUNK_DURATION_RANGE,
@@ -17,6 +18,7 @@ from server.api.schemas import (
     BusyResponse,
     ErrorResponse,
     IceCandidate,
+    RateLimitedResponse,
     SessionCreated,
     SessionDescription,
     SessionEnded,
@@ -33,6 +35,7 @@ router = APIRouter(prefix="/webrtc/sessions", tags=["sessions"])
 AUDIO_FIELD = "audio_file"
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired session."}}
+RATE_LIMITED = {429: {"model": RateLimitedResponse, "description": "Too many calls from this client."}}
 
 
 def _session(server: AvatarServer, session_id: str) -> Session:
@@ -47,7 +50,9 @@ def player_url(request: Request, server: AvatarServer, session_id: str) -> str:
 @router.post(
     "/create",
     response_model=SessionCreated,
+    dependencies=[Depends(limit_creates)],
     responses={
+        **RATE_LIMITED,
         404: {"model": ErrorResponse, "description": "Unknown avatar."},
         503: {"model": ErrorResponse, "description": "The server is at its session limit."},
     },
@@ -80,7 +85,11 @@ async def create_session(
 @router.post(
     "/{session_id}/offer",
     response_model=SessionDescription,
-    responses={**NOT_FOUND, 400: {"model": ErrorResponse, "description": "Unusable offer."}},
+    responses={
+        **NOT_FOUND,
+        400: {"model": ErrorResponse, "description": "Unusable offer."},
+        413: {"model": ErrorResponse, "description": "Offer larger than MAX_OFFER_BYTES."},
+    },
 )
 async def offer(session_id: str, body: SessionDescription, server: ServerDep) -> SessionDescription:
     """Answer an SDP offer (recvonly audio and video); a new offer replaces the connection."""
@@ -106,8 +115,10 @@ async def ice_candidate(session_id: str, body: IceCandidate, server: ServerDep) 
     "/{session_id}/stream",
     response_model=StreamAccepted,
     openapi_extra=multipart_body({AUDIO_FIELD: FILE_PROPERTY}, required=[AUDIO_FIELD]),
+    dependencies=[Depends(limit_uploads)],
     responses={
         **NOT_FOUND,
+        **RATE_LIMITED,
         400: {"model": ErrorResponse, "description": "Empty, corrupt or truncated audio."},
         409: {"model": BusyResponse, "description": "Still speaking, or no client connected."},
         413: {"model": ErrorResponse, "description": "Upload too large or audio too long."},
