@@ -102,11 +102,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else UNKNOWN_CLIENT
 
 
-def limit_creates(request: Request) -> None:
-    """A route dependency: one session creation from this client."""
+async def limit_creates(request: Request) -> None:
+    """A route dependency: one session creation from this client (async: no thread hop)."""
     request.app.state.rate_limits.create.take(client_address(request))
 
 
-def limit_uploads(request: Request) -> None:
+async def limit_uploads(request: Request) -> None:
     """A route dependency: one upload from this client (before its body is read)."""
     request.app.state.rate_limits.upload.take(client_address(request))

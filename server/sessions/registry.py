@@ -8,6 +8,7 @@ from contextlib import suppress
 
 from server.avatars.store import AvatarStore
 from server.lipsync.worker import LipSyncWorker
+from server.memory import FreedMemory
 from server.sessions.session import Session, SessionError, SessionParams
 from server.settings import Settings
 
@@ -35,6 +36,7 @@ class SessionRegistry:
         """Slots taken by creations still awaiting their avatar: counted against the limit
         before the first await, so that creations arriving together cannot overshoot it."""
         self._closing = False
+        self._freed = FreedMemory()
         self._reaper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -90,6 +92,7 @@ class SessionRegistry:
             await session.close(reason)
         finally:
             self._avatars.release(session.params.avatar_id)
+            self._freed.release_soon()
 
     async def close_all(self) -> None:
         self._closing = True
@@ -101,6 +104,7 @@ class SessionRegistry:
             *(self.close(session_id, "server shutting down") for session_id in list(self._sessions)),
             return_exceptions=True,
         )
+        await self._freed.close()
 
     async def _lost(self, session: Session, reason: str) -> None:
         if self._sessions.get(session.id) is session:
