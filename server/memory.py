@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # Wait this long after a session closes: aiortc's transports finish closing in tasks of
 # their own, and sessions often end in bursts (a shutdown, a load test, a network cut).
 TRIM_DELAY_SECONDS = 1.0
+# Sessions ending without pause for longer than this still get a trim now and then.
+MAX_TRIM_WAIT_SECONDS = 10.0
 
 
 def _malloc_trim() -> Callable[[], None] | None:
@@ -63,11 +65,18 @@ class FreedMemory:
 
     async def _release(self) -> None:
         assert self._trim is not None
-        while self._requested:
+        loop = asyncio.get_running_loop()
+        first = loop.time()
+        while True:
             self._requested = False
             await asyncio.sleep(self._delay)
+            if self._requested and loop.time() - first < MAX_TRIM_WAIT_SECONDS:
+                continue  # more is being freed: wait for the end of the burst
             await asyncio.to_thread(self._trim)
             self.releases += 1
+            if not self._requested:
+                return
+            first = loop.time()
 
     async def close(self) -> None:
         if self._task is not None:
