@@ -210,6 +210,8 @@ class Session:
             self._audio, self._video, self._offer = audio, video, offer
             self.connections += 1
             self._cancel_grace()
+            if self._connect_timer is not None:
+                self._connect_timer.cancel()
             self._connect_timer = self._spawn(self._fail_unless_connected(pc))
             if old is not None:
                 await self._close_connection(old, "replaced by a new offer")
@@ -379,7 +381,8 @@ class Session:
     def _wait_for_offer(self) -> None:
         """Without a connection, end the session unless an offer comes in time (the
         reconnection grace once it has been connected, else the connect timeout)."""
-        if self._pc is not None or self._grace_task is not None or self.closed:
+        waiting = self._grace_task is not None and not self._grace_task.done()
+        if self._pc is not None or waiting or self.closed:
             return
         if self.ever_connected:
             bound = self._settings.session_reconnect_grace_seconds
