@@ -245,10 +245,10 @@ class Session:
                     f"(it would receive: {', '.join(sorted(sending)) or 'nothing'})."
                 )
         except NegotiationError:
-            await pc.close()
+            await asyncio.shield(pc.close())
             raise
         except BaseException as error:  # aiortc raises assorted errors for bad SDP
-            await pc.close()
+            await asyncio.shield(pc.close())
             if not isinstance(error, Exception):
                 raise
             raise NegotiationError(f"The offer could not be used: {error}") from None
@@ -339,7 +339,10 @@ class Session:
         self._channels[:] = [c for c in self._channels if c.transport is not pc.sctp]
         self.playout.cancel()
         logger.info("session %s: closing peer connection (%s)", self.id, reason)
-        await pc.close()
+        # Shielded: a second close() of aiortc's awaits the first one's future, and a task
+        # cancelled there (the session closing) cancels that future, which then fails the
+        # first close with InvalidStateError.
+        await asyncio.shield(pc.close())
 
     def _on_connection_state(self, pc: RTCPeerConnection) -> None:
         if pc is not self._pc:
