@@ -34,7 +34,7 @@ DEPLOYMENT_ENV = {
     "PUBLIC_HOST": NETNS_PEER_ADDRESS,
     "SERVER_IP": NETNS_HOST_ADDRESS,
     "TURN_SECRET": "shared-secret-of-the-tests-only",
-    "API_KEYS": "test-key",
+    "API_KEYS": "test-deployment-key-0123456789",
 }
 
 
@@ -71,7 +71,8 @@ def deployed_server(deployed_turn: TurnServer) -> Iterator[LiveServer]:
 def test_a_relay_only_player_plays_through_the_deployments_coturn(
     deployed_server: LiveServer, deployed_turn: TurnServer, new_tab: Callable[..., PlayerPage]
 ) -> None:
-    with httpx.Client(base_url=deployed_server.url, timeout=API_TIMEOUT_SECONDS) as api:
+    key = {"Authorization": f"Bearer {DEPLOYMENT_ENV['API_KEYS']}"}  # the compose file's keys
+    with httpx.Client(base_url=deployed_server.url, timeout=API_TIMEOUT_SECONDS, headers=key) as api:
         session = api.post("/webrtc/sessions/create").raise_for_status().json()
         try:
             player = new_tab(RELAY_ONLY_SCRIPT)

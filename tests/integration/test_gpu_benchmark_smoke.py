@@ -33,6 +33,9 @@ def test_the_smoke_run_measures_each_phase_once_and_writes_its_json(tmp_path: Pa
     assert all(first[f"{name}_fps"] > 0 for name in ("unet", "vae", "networks"))
     assert results["engine"]["rows"][0]["fps"] > 0
     assert {"what": "networks/cuda_graph", "why": "needs CUDA"} in results["skipped"]
-    # Over its share of the budget after one point, the networks phase skipped the rest.
-    assert any(s["what"].startswith("networks/fp32/channels_last") for s in results["skipped"])
+    # channels_last is measured, or skipped (and listed) once the phase is over its share
+    # of the budget: which one depends on how busy the machine is, never neither.
+    measured = {row["variant"] for row in networks["rows"]}
+    skipped = any(s["what"].startswith("networks/fp32/channels_last") for s in results["skipped"])
+    assert "channels_last" in measured or skipped
     assert "Networks, frames/s, fp32" in finished.stdout and "Whole engine" in finished.stdout

@@ -11,7 +11,7 @@ import httpx
 
 from tests.server_subprocess import CREATE_TIMEOUT_SECONDS, ServerProcess
 
-SLOW_HEAD = b"POST /webrtc/sessions/create HTTP/1.1\r\nHost: avatar\r\nX-Slow: "
+SLOW_HEAD = b"POST /webrtc/sessions/create HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
 def read_until_closed(connection: socket.socket, timeout: float) -> bytes:
@@ -28,7 +28,7 @@ def read_until_closed(connection: socket.socket, timeout: float) -> bytes:
 
 def start_trickled_offer(connection: socket.socket, size: int) -> None:
     connection.sendall(
-        b"POST /webrtc/sessions/none/offer HTTP/1.1\r\nHost: avatar\r\n"
+        b"POST /webrtc/sessions/none/offer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: application/json\r\nContent-Length: " + str(size).encode() + b"\r\n\r\n"
     )
 
