@@ -229,7 +229,7 @@
     if (!session || !message) return;
     $("chat-message").value = "";
     log(`You: ${message}`);
-    const response = await postJson(sessionPath("chat"), { message, mode: mode() === "reject" ? "queue" : mode() });
+    const response = await postJson(sessionPath("chat"), { message, mode: mode() });
     const body = await answer(response);
     if (response.ok) return log(`Avatar: ${body.reply}`);
     if (response.status === 503 && /LLM/.test(body.detail)) {

@@ -21,6 +21,7 @@ from server.lipsync.worker import LipSyncWorker
 from server.media.audio_input import SAMPLE_RATE
 from server.refusal import Refusal
 from server.renders.clip import frame_count, render_clip
+from server.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +109,14 @@ class RenderJobs:
 
     def start(self) -> None:
         """Create the folder, remove the files a previous run left, start expiring."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for path in self.directory.iterdir():
-            if FILE_PATTERN.match(path.name):
-                path.unlink(missing_ok=True)
-                logger.info("removed %s, a render left by a previous run", path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for path in self.directory.iterdir():
+                if FILE_PATTERN.match(path.name):
+                    path.unlink(missing_ok=True)
+                    logger.info("removed %s, a render left by a previous run", path)
+        except OSError as error:
+            raise SettingsError(f"RENDERS_DIR={self.directory} cannot be used ({error})") from None
         self._sweeper = asyncio.create_task(self._sweep(), name="renders-expiry")
 
     def __len__(self) -> int:
