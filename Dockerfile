@@ -15,6 +15,7 @@
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PIP_NO_CACHE_DIR=1 \
     VENV=/opt/venv \
     TORCH_BUILD=cuda \

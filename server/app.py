@@ -19,6 +19,7 @@ from server.api.log_redaction import install_token_redaction
 from server.api.origins import CrossSiteMiddleware, OriginPolicy
 from server.api.page_headers import SecurityHeadersMiddleware
 from server.api.openapi import install_openapi
+from server.api.rate_limit import RateLimits
 from server.core import AvatarServer
 from server.settings import Settings
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
         redoc_url=None,
     )
     app.state.access = access
+    app.state.rate_limits = RateLimits.from_settings(settings)
     install_error_handlers(app)
     install_docs(app)
     install_openapi(app)

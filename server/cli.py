@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.lipsync.selection import EngineUnavailableError, check_engine
     from server.logs import configure_logging
+    from server.serving import uvicorn_config
 
     try:
         overrides = {"allow_open_access": True} if args.allow_open else {}
@@ -33,8 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("server").info(
         "open http://%s:%d/ to try the avatar (API docs: /docs)", shown_host, args.port
     )
-    # log_config=None: uvicorn leaves logging as configure_logging set it.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=level.lower(), log_config=None)
+    # uvicorn leaves logging as configure_logging set it (serving.py: log_config=None).
+    uvicorn.Server(uvicorn_config(app, settings, log_level=level.lower())).run()
     return 0
 
 

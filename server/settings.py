@@ -90,6 +90,31 @@ class Settings:
     """Events kept for a slow event-stream listener; beyond it its oldest are dropped."""
     events_heartbeat_seconds: float = _env("EVENTS_HEARTBEAT_SECONDS", default=15.0)
     """How often an idle event stream sends a comment, so proxies keep it open."""
+    session_connect_timeout_seconds: float = _env("SESSION_CONNECT_TIMEOUT_SECONDS", default=60.0)
+    """How long a new session waits for an offer that leads to a connection."""
+    webrtc_connect_timeout_seconds: float = _env("WEBRTC_CONNECT_TIMEOUT_SECONDS", default=30.0)
+    """How long an answered peer connection may take to connect before it counts as failed."""
+    max_offer_bytes: int = _env("MAX_OFFER_BYTES", default=64 * 1024)
+
+    # Clients (rate limits per client address; 0 turns one off)
+    create_rate_per_minute: float = _env("RATE_LIMIT_CREATE_PER_MINUTE", default=60.0)
+    create_burst: int = _env("RATE_LIMIT_CREATE_BURST", default=30)
+    upload_rate_per_minute: float = _env("RATE_LIMIT_UPLOAD_PER_MINUTE", default=120.0)
+    upload_burst: int = _env("RATE_LIMIT_UPLOAD_BURST", default=30)
+    forwarded_allow_ips: tuple[str, ...] = _env("FORWARDED_ALLOW_IPS", default=("127.0.0.1",))
+    """Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's setting)."""
+
+    # Slow clients and shutdown (the HTTP server itself)
+    http_header_timeout_seconds: float = _env("HTTP_HEADER_TIMEOUT_SECONDS", default=10.0)
+    """A request's line and headers must arrive within this, or the connection is closed."""
+    http_body_timeout_seconds: float = _env("HTTP_BODY_TIMEOUT_SECONDS", default=20.0)
+    http_body_min_rate: int = _env("HTTP_BODY_MIN_BYTES_PER_SECOND", default=4096)
+    """A body's deadline is HTTP_BODY_TIMEOUT_SECONDS plus one second per this many bytes
+    received (Apache mod_reqtimeout's MinRate): a slower body is cut with a 408."""
+    http_max_connections: int = _env("HTTP_MAX_CONNECTIONS", default=1000)
+    """Open connections at once; past it requests get 503 (uvicorn's limit_concurrency)."""
+    shutdown_timeout_seconds: float = _env("SHUTDOWN_TIMEOUT_SECONDS", default=10.0)
+    """After SIGTERM, requests in flight get this long before they are cancelled."""
 
     # Uploads
     max_upload_bytes: int = _env("MAX_UPLOAD_BYTES", default=25 * 1024 * 1024)
@@ -239,6 +264,21 @@ class Settings:
             problems.append("AVATAR_MAX_FACELESS_SHARE must be at least 0 and below 1")
         if abs(self.musetalk_bbox_shift) > BBOX_SHIFT_LIMIT:
             problems.append(f"MUSETALK_BBOX_SHIFT must be between -{BBOX_SHIFT_LIMIT} and {BBOX_SHIFT_LIMIT}")
+        for name in (
+            "session_connect_timeout_seconds", "webrtc_connect_timeout_seconds",
+            "http_header_timeout_seconds", "http_body_timeout_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                problems.append(f"{_env_name(name)} must be positive")
+        for name in ("max_offer_bytes", "http_max_connections", "http_body_min_rate"):
+            if getattr(self, name) < 1:
+                problems.append(f"{_env_name(name)} must be at least 1")
+        for name in (
+            "create_rate_per_minute", "create_burst", "upload_rate_per_minute", "upload_burst",
+            "shutdown_timeout_seconds",
+        ):
+            if getattr(self, name) < 0:
+                problems.append(f"{_env_name(name)} must not be negative")
         if self.session_reconnect_grace_seconds < 0:
             problems.append("SESSION_RECONNECT_GRACE_SECONDS must not be negative")
         if self.max_queued_utterances < 0:

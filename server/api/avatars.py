@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
 from server.api.openapi import invalid_request, link
+from server.api.rate_limit import limit_uploads
 from server.api.schemas import (
     ID_PATTERN,
     AvatarDeleted,
@@ -17,6 +18,7 @@ from server.api.schemas import (
     ErrorResponse,
     PreparationJobInfo,
     PreparedAvatarInfo,
+    RateLimitedResponse,
 )
 from server.api.uploads import FILE_PROPERTY, multipart_body, save_upload
 from server.avatars.face_box import parse_box
@@ -70,8 +72,10 @@ AVATAR_LINKS = {
         },
         required=[VIDEO_FIELD, "avatar_id"],
     ),
+    dependencies=[Depends(limit_uploads)],
     responses={
         202: {"links": AVATAR_LINKS},
+        429: {"model": RateLimitedResponse, "description": "Too many uploads from this client."},
         400: {"model": ErrorResponse, "description": "Unreadable video or malformed form."},
         403: {"model": ErrorResponse, "description": "The built-in avatar's id."},
         409: {"model": ErrorResponse, "description": "Being prepared, or exists from another video."},

@@ -6,13 +6,14 @@ import json
 import re
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
+from server.api.rate_limit import limit_uploads
 from server.api.openapi import RETRY_AFTER_HEADER, invalid_request, link
 from server.api.render_schemas import DEFAULT_RENDER_FPS, RenderDeleted, RenderInfo, RenderTextRequest
 from server.api.schemas import FPS_RANGE, ID_PATTERN, AvatarNotFoundResponse, BusyResponse, ErrorResponse
@@ -79,6 +80,7 @@ def _info(job: RenderJob) -> RenderInfo:
     "",
     operation_id="create_render",
     status_code=202,
+    dependencies=[Depends(limit_uploads)],  # an upload or a text to speak, as /stream and /say
     response_model=RenderInfo,
     openapi_extra={
         "requestBody": {

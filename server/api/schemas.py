@@ -57,6 +57,10 @@ class BusyResponse(ErrorResponse):
     )
 
 
+class RateLimitedResponse(ErrorResponse):
+    retry_after_seconds: float = Field(description="When this client may call again.")
+
+
 class IceServer(BaseModel):
     """An RTCIceServer; the credentials are left out (not null) when there are none."""
 

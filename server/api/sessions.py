@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from server.api.access import (
@@ -18,6 +18,7 @@ from server.api.access import (
 from server.api.dependencies import ServerDep
 from server.api.event_stream import MEDIA_TYPE, event_stream_response
 from server.api.openapi import RETRY_AFTER_HEADER, SHUTTING_DOWN, invalid_request, link
+from server.api.rate_limit import limit_creates, limit_uploads
 from server.api.schemas import (
     BATCH_SIZE_RANGE,
     CHUNK_DURATION_RANGE,
@@ -29,6 +30,7 @@ from server.api.schemas import (
     ErrorResponse,
     IceCandidate,
     InterruptResult,
+    RateLimitedResponse,
     SessionCreated,
     SessionDescription,
     SessionEnded,
@@ -74,6 +76,8 @@ SESSION_LINKS = {
     )
 }
 
+RATE_LIMITED = {429: {"model": RateLimitedResponse, "description": "Too many calls from this client."}}
+
 
 def _session(server: AvatarServer, session_id: str) -> Session:
     return server.sessions.get(session_id)
@@ -89,10 +93,12 @@ def player_url(request: Request, server: AvatarServer, session: Session) -> str:
     "/create",
     operation_id="create_session",
     response_model=SessionCreated,
+    dependencies=[Depends(limit_creates)],
     responses={
         200: {"links": SESSION_LINKS},
         404: {"model": AvatarNotFoundResponse, "description": "Unknown avatar."},
         **invalid_request("A parameter out of range (the message names it)."),
+        **RATE_LIMITED,
         503: {
             "model": ErrorResponse,
             "description": "The server is at its session limit, or shutting down.",
@@ -133,6 +139,7 @@ async def create_session(
         **NOT_FOUND,
         400: {"model": ErrorResponse, "description": "Unusable offer."},
         **INVALID_BODY,
+        413: {"model": ErrorResponse, "description": "Offer larger than MAX_OFFER_BYTES."},
     },
 )
 async def offer(session_id: str, body: SessionDescription, server: ServerDep) -> SessionDescription:
@@ -204,9 +211,11 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
         },
         required=[AUDIO_FIELD],
     ),
+    dependencies=[Depends(limit_uploads)],
     responses={
         200: {"links": {"GetSession": SESSION_LINKS["GetSession"]}},
         **NOT_FOUND,
+        **RATE_LIMITED,
         400: {
             "model": ErrorResponse,
             "description": "Empty, corrupt or truncated audio; a malformed multipart body.",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from server.api.access import ACCESS_RESPONSES, CONTROL
 from server.api.dependencies import ServerDep
 from server.api.openapi import RETRY_AFTER_HEADER, invalid_request
+from server.api.rate_limit import limit_uploads
 from server.api.schemas import (
     BusyResponse,
+    RateLimitedResponse,
     ChatReply,
     ChatRequest,
     ChatSentence,
@@ -25,11 +27,14 @@ from server.sessions.text_speech import speak_text
 router = APIRouter(
     prefix="/webrtc/sessions",
     tags=["text and chat"],
-    dependencies=[CONTROL],
+    # Speaking text costs what an upload costs: the same per-client rate limit.
+    dependencies=[CONTROL, Depends(limit_uploads)],
     responses=ACCESS_RESPONSES,
 )
 
 COMMON = {
+    429: {"model": RateLimitedResponse, "description": "Too many calls from this client."},
+    400: {"model": ErrorResponse, "description": "A body that is not JSON."},
     404: {"model": ErrorResponse, "description": "Unknown or expired session."},
     409: {
         "model": BusyResponse,

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer, RTCPeerConnection
-from aiortc.sdp import candidate_from_sdp
-
-from server.refusal import Refusal
-
-
-class CandidateError(Refusal, ValueError):
-    """A trickled ICE candidate that cannot be parsed (400)."""
-
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 def rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
     """The server's own ICE configuration from the `ice_servers` its clients get
@@ -61,20 +53,3 @@ def restrict_host_addresses(pc: RTCPeerConnection, addresses: Collection[str]) -
         connection.get_component_candidates = only_allowed
         connection._avatar_server_restricted = True
 
-
-def parse_candidate(init: Mapping[str, Any]) -> RTCIceCandidate | None:
-    """An RTCIceCandidateInit (as browsers send it) as aiortc's candidate; None = the end."""
-    text = (init.get("candidate") or "").strip()
-    if not text:
-        return None
-    if text.startswith("candidate:"):
-        text = text[len("candidate:") :]
-    try:
-        candidate = candidate_from_sdp(text)
-    except (ValueError, IndexError, AssertionError) as error:  # aiortc asserts the field count
-        raise CandidateError(f"Malformed ICE candidate {init.get('candidate')!r}: {error}") from None
-    candidate.sdpMid = init.get("sdpMid")
-    candidate.sdpMLineIndex = init.get("sdpMLineIndex")
-    if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
-        raise CandidateError("An ICE candidate needs sdpMid or sdpMLineIndex.")
-    return candidate

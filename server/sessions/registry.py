@@ -9,6 +9,7 @@ from contextlib import suppress
 from server.avatars.store import AvatarStore
 from server.lipsync.worker import LipSyncWorker
 from server.metrics import ServerMetrics
+from server.memory import FreedMemory
 from server.sessions.session import Session, SessionError, SessionParams
 from server.settings import Settings
 
@@ -39,6 +40,11 @@ class SessionRegistry:
         self._worker = worker
         self._avatars = avatars
         self._sessions: dict[str, Session] = {}
+        self._reserved = 0
+        """Slots taken by creations still awaiting their avatar: counted against the limit
+        before the first await, so that creations arriving together cannot overshoot it."""
+        self._closing = False
+        self._freed = FreedMemory()
         self._reaper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -51,17 +57,31 @@ class SessionRegistry:
         self._reaper = asyncio.create_task(self._reap_idle())
 
     async def create(self, params: SessionParams) -> Session:
-        if len(self._sessions) >= self._settings.max_sessions:
+        if self._closing:
+            raise TooManySessionsError("The server is shutting down; try another one or later.")
+        if len(self._sessions) + self._reserved >= self._settings.max_sessions:
             raise TooManySessionsError(
                 f"The server is at its limit of {self._settings.max_sessions} sessions; "
                 "end one (DELETE) or try again later.",
             )
-        avatar = await self._avatars.acquire(params.avatar_id)  # AvatarNotFoundError: 404
-        session = Session(
-            params, avatar, self._worker, self._settings, on_lost=self._lost, metrics=self._metrics
-        )
+        self._reserved += 1
+        try:
+            avatar = await self._avatars.acquire(params.avatar_id)  # AvatarNotFoundError: 404
+        finally:
+            self._reserved -= 1
+        try:
+            if self._closing:
+                raise TooManySessionsError("The server is shutting down; try another one or later.")
+            session = Session(
+                params, avatar, self._worker, self._settings, on_lost=self._lost,
+                metrics=self._metrics,
+            )
+        except BaseException:
+            self._avatars.release(params.avatar_id)
+            raise
         self._sessions[session.id] = session
         self._metrics.session_opened(session)
+        session.start()
         logger.info(
             "session %s created: avatar %s, user %s, fps %d, playback %d",
             session.id, params.avatar_id, params.user_id, params.fps, params.playback_fps,
@@ -91,14 +111,19 @@ class SessionRegistry:
         finally:
             self._avatars.release(session.params.avatar_id)
             self._metrics.session_closed(session)
+            self._freed.release_soon()
 
     async def close_all(self) -> None:
+        self._closing = True
         if self._reaper is not None:
             self._reaper.cancel()
             with suppress(asyncio.CancelledError):
                 await self._reaper
-        for session_id in list(self._sessions):
-            await self.close(session_id, "server shutting down")
+        await asyncio.gather(
+            *(self.close(session_id, "server shutting down") for session_id in list(self._sessions)),
+            return_exceptions=True,
+        )
+        await self._freed.close()
 
     async def _lost(self, session: Session, reason: str) -> None:
         if self._sessions.get(session.id) is session:

@@ -21,7 +21,9 @@ from server.lipsync.worker import LipSyncWorker
 from server.media.clock import SessionClock
 from server.media.ice_servers import SessionIceServers
 from server.media.playout import Playout, PlayoutEvent, PlayoutEventKind, SyncSettings
-from server.media.rtc import parse_candidate, restrict_host_addresses, rtc_configuration
+from server.media.candidates import RTP_COMPONENT, parse_candidate
+from server.media.offer import OfferSummary, check_offer
+from server.media.rtc import restrict_host_addresses, rtc_configuration
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
 from server.metrics import ServerMetrics
@@ -42,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 RECEIVING_RETRY_AFTER_SECONDS = 1.0
 """What a second upload is told to wait while the first is still received or decoded."""
+# An answer's directions in which the server sends (the transceiver's currentDirection).
+SENDING_DIRECTIONS = ("sendonly", "sendrecv")
+
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
 # The token in the session's player_url (README, "Access"): 256 bits, 43 characters.
@@ -129,6 +134,11 @@ class Session:
         self._negotiation = asyncio.Lock()
         self._receiving = False
         self._grace_task: asyncio.Task[None] | None = None
+        """Ends the session unless an offer comes: see `_wait_for_offer`."""
+        self._connect_timer: asyncio.Task[None] | None = None
+        self._offer: OfferSummary | None = None
+        """What the current connection's offer holds; candidates are checked against it."""
+        self.ever_connected = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0
         self.closed = False
@@ -202,55 +212,95 @@ class Session:
 
     # --- signalling ----------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the wait for a client: a session never offered ends after
+        SESSION_CONNECT_TIMEOUT_SECONDS."""
+        self._wait_for_offer()
+
     async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
-        """Answer a client's offer with a new peer connection, replacing any earlier one."""
+        """Answer a client's offer with a new peer connection, replacing any earlier one.
+
+        The offer is checked and the new connection negotiated in full first: a refused
+        offer (400, 413) leaves the working connection exactly as it was.
+        """
         if kind != "offer":
             raise NegotiationError(f"Expected an SDP of type 'offer', got {kind!r}.")
+        self._check_open()
+        offer = check_offer(sdp, self._settings.max_offer_bytes)
         async with self._negotiation:
             self._check_open()
+            try:
+                pc, audio, video = await self._negotiate(sdp)
+            except BaseException:
+                self._wait_for_offer()  # a session left without a connection still times out
+                raise
+            if self.closed:
+                await pc.close()
+                self._check_open()
             # Told first, so that the client being replaced (another tab or WebView showing
             # the same session) stops instead of reconnecting and replacing this one.
             self.events.publish("connection_replaced")
-            await self._drop_connection("replaced by a new offer")
-            pc = RTCPeerConnection(rtc_configuration(self.ice_servers.current()))
-            self._pc = pc
+            old, self._pc = self._pc, pc
+            self._audio, self._video, self._offer = audio, video, offer
             self.connections += 1
             self._update_state()
-            pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
-            pc.on("datachannel", self._on_datachannel)
-            try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-                kinds = {t.kind for t in pc.getTransceivers()}
-                if not {"audio", "video"} <= kinds:
-                    raise NegotiationError(
-                        "The offer must receive both audio and video "
-                        f"(it has: {', '.join(sorted(kinds)) or 'no media'})."
-                    )
-                self._audio = AvatarAudioTrack(self.playout, self.clock)
-                self._video = AvatarVideoTrack(
-                    self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
-                )
-                pc.addTrack(self._audio)
-                pc.addTrack(self._video)
-                restrict_host_addresses(pc, self._settings.ice_host_addresses)
-                await pc.setLocalDescription(await pc.createAnswer())
-            except NegotiationError:
-                await self._drop_connection("negotiation failed")
-                raise
-            except Exception as error:  # aiortc raises assorted errors for bad SDP
-                await self._drop_connection("negotiation failed")
-                raise NegotiationError(f"The offer could not be used: {error}") from None
             self._cancel_grace()
+            if self._connect_timer is not None:
+                self._connect_timer.cancel()
+            self._connect_timer = self._spawn(self._fail_unless_connected(pc))
+            if old is not None:
+                await self._close_connection(old, "replaced by a new offer")
             self._log.info("session %s: answered offer (connection %d)", self.id, self.connections)
             return pc.localDescription
 
+    async def _negotiate(
+        self, sdp: str
+    ) -> tuple[RTCPeerConnection, AvatarAudioTrack, AvatarVideoTrack]:
+        """A new peer connection with the offer applied and its answer made; nothing of the
+        session's current connection is touched. Raises NegotiationError (400)."""
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers.current()))
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+        pc.on("datachannel", self._on_datachannel)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            audio = AvatarAudioTrack(self.playout, self.clock)
+            video = AvatarVideoTrack(
+                self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
+            )
+            pc.addTrack(audio)
+            pc.addTrack(video)
+            restrict_host_addresses(pc, self._settings.ice_host_addresses)
+            await pc.setLocalDescription(await pc.createAnswer())
+            sending = {
+                t.kind for t in pc.getTransceivers() if t.currentDirection in SENDING_DIRECTIONS
+            }
+            if not {"audio", "video"} <= sending:
+                raise NegotiationError(
+                    "The offer must receive both audio and video with a codec the server sends "
+                    f"(it would receive: {', '.join(sorted(sending)) or 'nothing'})."
+                )
+        except NegotiationError:
+            await asyncio.shield(pc.close())
+            raise
+        except BaseException as error:  # aiortc raises assorted errors for bad SDP
+            await asyncio.shield(pc.close())
+            if not isinstance(error, Exception):
+                raise
+            raise NegotiationError(f"The offer could not be used: {error}") from None
+        return pc, audio, video
+
     async def add_candidate(self, init: dict[str, Any]) -> None:
-        """Add a trickled remote candidate; an empty one means the end of candidates."""
+        """Add a trickled remote candidate; an empty one means the end of candidates.
+
+        A refused candidate (400) changes nothing."""
         self._check_open()
-        candidate = parse_candidate(init)  # raises CandidateError (400)
-        pc = self._pc
+        pc, offer = self._pc, self._offer
+        mids = offer.mids if pc is not None and offer is not None else None
+        candidate = parse_candidate(init, mids)  # raises CandidateError (400)
         if pc is None or pc.remoteDescription is None:
             raise NotConnectedError("Send the offer before its ICE candidates.")
+        if candidate is not None and candidate.component != RTP_COMPONENT:
+            return  # an RTCP candidate: rtcp-mux carries RTCP on component 1
         await pc.addIceCandidate(candidate)
 
     # --- speech --------------------------------------------------------------------------
@@ -366,12 +416,20 @@ class Session:
 
     async def _drop_connection(self, reason: str) -> None:
         pc, self._pc = self._pc, None
-        self._channels.clear()
+        self._offer = None
         if pc is not None:
-            self._speech.clear(reason)
-            self._log.info("session %s: closing peer connection (%s)", self.id, reason)
-            await pc.close()
+            await self._close_connection(pc, reason)
         self._update_state()
+
+    async def _close_connection(self, pc: RTCPeerConnection, reason: str) -> None:
+        """Close a connection that is no longer (or never became) the session's."""
+        self._channels[:] = [c for c in self._channels if c.transport is not pc.sctp]
+        self._speech.clear(reason)
+        self._log.info("session %s: closing peer connection (%s)", self.id, reason)
+        # Shielded: a second close() of aiortc's awaits the first one's future, and a task
+        # cancelled there (the session closing) cancels that future, which then fails the
+        # first close with InvalidStateError.
+        await asyncio.shield(pc.close())
 
     def _on_connection_state(self, pc: RTCPeerConnection) -> None:
         if pc is not self._pc:
@@ -380,21 +438,56 @@ class Session:
         self._log.info("session %s: connection %s", self.id, state)
         self._update_state()
         if state == "connected":
+            self.ever_connected = True
             self._cancel_grace()
+            if self._connect_timer is not None:
+                self._connect_timer.cancel()
+                self._connect_timer = None
         elif state in ("failed", "closed"):
             self._spawn(self._connection_lost(pc, state))
+
+    async def _fail_unless_connected(self, pc: RTCPeerConnection) -> None:
+        """Fail a connection still not up after WEBRTC_CONNECT_TIMEOUT_SECONDS; the session
+        itself ends if it never had a working connection, freeing its slot."""
+        timeout = self._settings.webrtc_connect_timeout_seconds
+        await asyncio.sleep(timeout)
+        if pc is not self._pc or self.closed or pc.connectionState == "connected":
+            return
+        self._connect_timer = None
+        if not self.ever_connected:
+            await self._on_lost(self, f"no client connected within {timeout:g} s of its offer")
+        else:
+            await self._connection_lost(pc, f"not connected within {timeout:g} s")
 
     async def _connection_lost(self, pc: RTCPeerConnection, state: str) -> None:
         if pc is not self._pc or self.closed:
             return
         await self._drop_connection(f"connection {state}")
+        self._cancel_grace()
         grace = self._settings.session_reconnect_grace_seconds
-        self._grace_task = self._spawn(self._expire_after_grace(grace, state))
+        self._grace_task = self._spawn(
+            self._expire_after(grace, f"connection {state} and no new offer within {grace:g} s")
+        )
 
-    async def _expire_after_grace(self, grace: float, state: str) -> None:
-        await asyncio.sleep(grace)
+    def _wait_for_offer(self) -> None:
+        """Without a connection, end the session unless an offer comes in time (the
+        reconnection grace once it has been connected, else the connect timeout)."""
+        waiting = self._grace_task is not None and not self._grace_task.done()
+        if self._pc is not None or waiting or self.closed:
+            return
+        if self.ever_connected:
+            bound = self._settings.session_reconnect_grace_seconds
+            reason = f"no working connection and no new offer within {bound:g} s"
+        else:
+            bound = self._settings.session_connect_timeout_seconds
+            reason = f"no client connected within {bound:g} s"
+        self._grace_task = self._spawn(self._expire_after(bound, reason))
+
+    async def _expire_after(self, seconds: float, reason: str) -> None:
+        await asyncio.sleep(seconds)
         if self._pc is None and not self.closed:
-            await self._on_lost(self, f"connection {state} and no new offer within {grace:g} s")
+            self._grace_task = None
+            await self._on_lost(self, reason)
 
     def _cancel_grace(self) -> None:
         if self._grace_task is not None:

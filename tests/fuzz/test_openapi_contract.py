@@ -77,6 +77,10 @@ SERVER_ENVIRONMENT = {
     "MAX_UPLOAD_BYTES": "1000000",
     "MAX_AUDIO_SECONDS": "3",
     "AVATAR_MAX_UPLOAD_BYTES": "1000000",
+    # Every case comes from one address, far faster than a client would send: the
+    # per-client rate limits (tested on their own) would answer most of them 429.
+    "RATE_LIMIT_CREATE_PER_MINUTE": "0",
+    "RATE_LIMIT_UPLOAD_PER_MINUTE": "0",
 }
 
 # Uploads and look-ups go to a session with a client connected, so that the upload is

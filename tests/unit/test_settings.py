@@ -126,3 +126,20 @@ def test_queue_and_event_settings_are_read_and_checked() -> None:
         Settings.from_env({"MAX_QUEUED_UTTERANCES": "-1"})
     with pytest.raises(SettingsError, match="EVENTS_HEARTBEAT_SECONDS must be positive"):
         Settings.from_env({"EVENTS_HEARTBEAT_SECONDS": "0"})
+
+
+def test_connection_and_client_limits_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {"SESSION_CONNECT_TIMEOUT_SECONDS": "5", "FORWARDED_ALLOW_IPS": "10.0.0.1, 10.0.0.2",
+         "RATE_LIMIT_CREATE_BURST": "0"}
+    )
+    assert settings.session_connect_timeout_seconds == 5.0
+    assert settings.forwarded_allow_ips == ("10.0.0.1", "10.0.0.2")
+    assert settings.create_burst == 0
+    assert Settings.from_env({}).webrtc_connect_timeout_seconds == 30.0
+    with pytest.raises(SettingsError, match="WEBRTC_CONNECT_TIMEOUT_SECONDS must be positive"):
+        Settings.from_env({"WEBRTC_CONNECT_TIMEOUT_SECONDS": "0"})
+    with pytest.raises(SettingsError, match="RATE_LIMIT_UPLOAD_PER_MINUTE must not be negative"):
+        Settings.from_env({"RATE_LIMIT_UPLOAD_PER_MINUTE": "-1"})
+    with pytest.raises(SettingsError, match="MAX_OFFER_BYTES must be at least 1"):
+        Settings.from_env({"MAX_OFFER_BYTES": "0"})
