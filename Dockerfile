@@ -10,7 +10,8 @@
 # docker-compose.yml runs it with coturn and Caddy (README.md, "Deployment").
 #
 # The server runs as the unprivileged user `avatar` (uid 10001): a mounted avatars/ must be
-# writable by it (chown 10001 avatars), models/ only readable.
+# writable by it (chown 10001 avatars), models/ only readable. Renders (RENDERS_DIR) are
+# kept in the container: they do not outlive the server.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -19,7 +20,8 @@ ENV PYTHONUNBUFFERED=1 \
     VENV=/opt/venv \
     TORCH_BUILD=cuda \
     MODELS_DIR=/app/models \
-    AVATARS_DIR=/app/avatars
+    AVATARS_DIR=/app/avatars \
+    RENDERS_DIR=/app/renders
 
 # curl: scripts/download_models.sh, and the health check; espeak-ng: text to speech.
 RUN apt-get update \
@@ -37,8 +39,8 @@ COPY models/README.md models/manifest.json ./models/
 ARG APP_UID=10001
 RUN groupadd --system --gid "$APP_UID" avatar \
     && useradd --system --uid "$APP_UID" --gid avatar --create-home --home-dir /home/avatar avatar \
-    && mkdir -p "$AVATARS_DIR" \
-    && chown avatar:avatar "$AVATARS_DIR"
+    && mkdir -p "$AVATARS_DIR" "$RENDERS_DIR" \
+    && chown avatar:avatar "$AVATARS_DIR" "$RENDERS_DIR"
 USER avatar
 
 EXPOSE 8000

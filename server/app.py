@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from server.api import avatars, monitoring, pages, sessions, text
+from server.api import avatars, monitoring, pages, renders, sessions, text
 from server.api.access import AccessPolicy
 from server.api.docs import install_docs
 from server.api.errors import install_error_handlers
@@ -71,6 +71,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.include_router(sessions.signalling)
     app.include_router(text.router)
     app.include_router(avatars.router)
+    app.include_router(renders.router)
     app.include_router(pages.router)
     app.include_router(monitoring.router)
     app.mount("/player/assets", StaticFiles(directory=pages.PLAYER_DIR), name="player-assets")

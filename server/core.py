@@ -14,6 +14,7 @@ from server.isolation.pool import DecodeLimits, DecodePool
 from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
 from server.metrics import ServerMetrics
+from server.renders.jobs import RenderJobs
 from server.media.audio_input import DecodedAudio, decode_audio
 from server.sessions.registry import SessionRegistry
 from server.settings import Settings
@@ -70,6 +71,10 @@ class AvatarServer:
             "text to speech: %s (%s)", self.tts.name,
             self.tts.unavailable_reason() or f"default voice {self.tts.default_voice()!r}",
         )
+        self.renders = RenderJobs(
+            settings.renders_dir, self.worker, self.avatars, settings.renders_max_jobs,
+            settings.renders_max_running, settings.renders_ttl_seconds, settings.max_audio_seconds,
+        )
         self.llm = ChatCompletions(
             settings.llm_url, settings.llm_key, settings.llm_model, settings.llm_timeout_seconds
         )
@@ -83,6 +88,7 @@ class AvatarServer:
             asyncio.to_thread(self.video_decoders.start),
         )
         self.sessions.start()
+        self.renders.start()
         self.accepting = True
 
     def unready_reason(self) -> str | None:
@@ -117,6 +123,7 @@ class AvatarServer:
     async def close(self) -> None:
         self.accepting = False
         await self.sessions.close_all()
+        await self.renders.close()
         await self.preparations.close()
         await self.llm.close()
         self.audio_decoders.close()

@@ -160,6 +160,17 @@ class Settings:
     avatars_dir: Path = _env("AVATARS_DIR", default=Path("avatars"))
     """Prepared avatars; engines cache what they compute for an avatar under its `.cache/`."""
 
+    # Renders: speech as an MP4 file (README, "Renders")
+    renders_dir: Path = _env("RENDERS_DIR", default=Path("renders"))
+    """Where rendered MP4 files are written; what a previous run left there is removed."""
+    renders_max_jobs: int = _env("RENDERS_MAX_JOBS", default=32)
+    """Renders kept (queued, running or finished); past it the oldest finished one goes,
+    and with none finished a new one is refused (429)."""
+    renders_max_running: int = _env("RENDERS_MAX_RUNNING", default=1)
+    """Renders rendering at once; the others wait, queued."""
+    renders_ttl_seconds: float = _env("RENDERS_TTL_SECONDS", default=3600.0)
+    """How long a finished render (and its file) is kept."""
+
     # Avatar preparation (README, "Avatars")
     avatar_max_upload_bytes: int = _env("AVATAR_MAX_UPLOAD_BYTES", default=200 * 1024 * 1024)
     avatar_min_video_seconds: float = _env("AVATAR_MIN_VIDEO_SECONDS", default=5.0)
@@ -234,13 +245,13 @@ class Settings:
             "max_sessions", "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side",
             "events_listener_backlog",
             "decode_workers", "decode_max_in_flight", "decode_max_sample_rate",
-            "decode_max_channels",
+            "decode_max_channels", "renders_max_jobs", "renders_max_running",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{_env_name(name)} must be at least 1")
         for name in (
             "session_idle_ttl_seconds", "max_audio_seconds", "avatar_max_video_seconds",
-            "events_heartbeat_seconds",
+            "events_heartbeat_seconds", "renders_ttl_seconds",
             "decode_cpu_seconds", "decode_timeout_seconds", "avatar_decode_cpu_seconds",
         ):
             if getattr(self, name) <= 0:

@@ -32,7 +32,12 @@ EMPTY_MODELS_DIR = TEST_ROOT / "models"
 
 
 def make_settings(**overrides: object) -> Settings:
-    defaults = {"avatars_dir": SHARED_AVATARS_DIR, "models_dir": EMPTY_MODELS_DIR}
+    defaults = {
+        "avatars_dir": SHARED_AVATARS_DIR,
+        "models_dir": EMPTY_MODELS_DIR,
+        # Its own: a server removes the renders it finds in the folder when it starts.
+        "renders_dir": Path(tempfile.mkdtemp(dir=TEST_ROOT, prefix="renders-")),
+    }
     return Settings.from_env(TEST_ENVIRONMENT, **{**defaults, **overrides})
 
 

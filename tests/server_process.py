@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import EMPTY_MODELS_DIR, SHARED_AVATARS_DIR, TEST_ENVIRONMENT
+from tests.conftest import EMPTY_MODELS_DIR, SHARED_AVATARS_DIR, TEST_ENVIRONMENT, TEST_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
@@ -48,6 +48,7 @@ class ServerProcess:
             **TEST_ENVIRONMENT,
             "AVATARS_DIR": str(SHARED_AVATARS_DIR),
             "MODELS_DIR": str(EMPTY_MODELS_DIR),
+            "RENDERS_DIR": tempfile.mkdtemp(dir=TEST_ROOT, prefix="renders-"),
             "LOG_LEVEL": "warning",
             "PYTHONFAULTHANDLER": "1",  # a native crash prints the Python stack to the log
             **(environment or {}),

@@ -50,4 +50,6 @@ async def health(request: Request) -> Health | Alive:
         max_sessions=server.settings.max_sessions,
         avatars=server.avatars.available(),
         worker=server.worker.stats.as_dict(),
+        tts_unavailable_reason=server.tts.unavailable_reason(),
+        llm_unavailable_reason=server.llm.unavailable_reason(),
     )

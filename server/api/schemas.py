@@ -217,6 +217,12 @@ class Health(Alive):
     max_sessions: int
     avatars: list[str]
     worker: dict[str, float | int]
+    tts_unavailable_reason: str | None = Field(
+        default=None, description="Why text cannot be spoken (`/say`); null when it can."
+    )
+    llm_unavailable_reason: str | None = Field(
+        default=None, description="Why `/chat` cannot answer (no LLM configured); null when it can."
+    )
 
 
 class PreparedAvatarInfo(BaseModel):

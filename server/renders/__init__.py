@@ -1,0 +1,1 @@
+"""Renders: speech rendered through the lip-sync engine into an MP4 file, as a background job."""
