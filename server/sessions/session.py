@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from server.chat.conversation import Conversation
 from server.lipsync.engine import LoadedAvatar
@@ -44,6 +44,8 @@ RECEIVING_RETRY_AFTER_SECONDS = 1.0
 """What a second upload is told to wait while the first is still received or decoded."""
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
+MAX_EARLY_CANDIDATES = 64
+"""Candidates kept while a server offer awaits its answer; more is a client gone wrong."""
 # The token in the session's player_url (README, "Access"): 256 bits, 43 characters.
 TOKEN_BYTES = 32
 
@@ -126,6 +128,10 @@ class Session:
         self._audio: AvatarAudioTrack | None = None
         self._video: AvatarVideoTrack | None = None
         self._channels: list[RTCDataChannel] = []
+        self.connection_id: str | None = None
+        """A fresh id for each peer connection (a WHEP resource is one); None without one."""
+        self._early_candidates: list[RTCIceCandidate | None] = []
+        self._awaiting_answer = False
         self._negotiation = asyncio.Lock()
         self._receiving = False
         self._grace_task: asyncio.Task[None] | None = None
@@ -207,17 +213,7 @@ class Session:
         if kind != "offer":
             raise NegotiationError(f"Expected an SDP of type 'offer', got {kind!r}.")
         async with self._negotiation:
-            self._check_open()
-            # Told first, so that the client being replaced (another tab or WebView showing
-            # the same session) stops instead of reconnecting and replacing this one.
-            self.events.publish("connection_replaced")
-            await self._drop_connection("replaced by a new offer")
-            pc = RTCPeerConnection(rtc_configuration(self.ice_servers.current()))
-            self._pc = pc
-            self.connections += 1
-            self._update_state()
-            pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
-            pc.on("datachannel", self._on_datachannel)
+            pc = await self._new_connection()
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
                 kinds = {t.kind for t in pc.getTransceivers()}
@@ -226,10 +222,7 @@ class Session:
                         "The offer must receive both audio and video "
                         f"(it has: {', '.join(sorted(kinds)) or 'no media'})."
                     )
-                self._audio = AvatarAudioTrack(self.playout, self.clock)
-                self._video = AvatarVideoTrack(
-                    self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
-                )
+                self._new_tracks()
                 pc.addTrack(self._audio)
                 pc.addTrack(self._video)
                 restrict_host_addresses(pc, self._settings.ice_host_addresses)
@@ -244,14 +237,100 @@ class Session:
             self._log.info("session %s: answered offer (connection %d)", self.id, self.connections)
             return pc.localDescription
 
+    async def create_offer(self, channel_label: str = EVENTS_CHANNEL_LABEL) -> RTCSessionDescription:
+        """The server-offer flow: offer a new peer connection (sendonly audio and video, and
+        the events channel under `channel_label`, created by the server), replacing any
+        earlier one; the client's answer goes to `accept_answer`."""
+        async with self._negotiation:
+            pc = await self._new_connection()
+            self._new_tracks()
+            pc.addTransceiver(self._audio, direction="sendonly")
+            pc.addTransceiver(self._video, direction="sendonly")
+            self._add_channel(pc.createDataChannel(channel_label))
+            restrict_host_addresses(pc, self._settings.ice_host_addresses)
+            await pc.setLocalDescription(await pc.createOffer())
+            self._awaiting_answer = True
+            self._cancel_grace()
+            self._log.info("session %s: offered connection %d", self.id, self.connections)
+            return pc.localDescription
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the client's answer to `create_offer`, then the candidates sent before it."""
+        async with self._negotiation:
+            self._check_open()
+            pc = self._pc
+            if pc is None or not self._awaiting_answer:
+                raise NotConnectedError(
+                    "There is no server offer awaiting an answer: ask for one first "
+                    "(POST /webrtc/sessions/{id}/server-offer)."
+                )
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as error:  # aiortc raises assorted errors for bad SDP
+                await self._drop_connection("negotiation failed")
+                raise NegotiationError(f"The answer could not be used: {error}") from None
+            self._awaiting_answer = False
+            early, self._early_candidates = self._early_candidates, []
+            for candidate in early:
+                await pc.addIceCandidate(candidate)
+            self._log.info("session %s: answer accepted (%d early candidates)", self.id, len(early))
+
+    @property
+    def remote_sdp(self) -> str | None:
+        """The remote description of the current connection, once there is one."""
+        pc = self._pc
+        return None if pc is None or pc.remoteDescription is None else pc.remoteDescription.sdp
+
     async def add_candidate(self, init: dict[str, Any]) -> None:
-        """Add a trickled remote candidate; an empty one means the end of candidates."""
+        """Add a trickled remote candidate; an empty one means the end of candidates.
+
+        While a server offer awaits its answer, candidates are kept and applied after it
+        (clients race the two calls)."""
         self._check_open()
         candidate = parse_candidate(init)  # raises CandidateError (400)
         pc = self._pc
+        if pc is not None and self._awaiting_answer:
+            if len(self._early_candidates) >= MAX_EARLY_CANDIDATES:
+                raise NotConnectedError(
+                    f"{MAX_EARLY_CANDIDATES} candidates already wait for the answer: send it."
+                )
+            self._early_candidates.append(candidate)
+            return
         if pc is None or pc.remoteDescription is None:
             raise NotConnectedError("Send the offer before its ICE candidates.")
         await pc.addIceCandidate(candidate)
+
+    async def end_connection(self, connection_id: str, reason: str) -> bool:
+        """End the peer connection `connection_id` (if it is still the current one); the
+        session stays, waiting for a new offer until its idle timeout. False if it was not."""
+        async with self._negotiation:
+            if self.connection_id != connection_id or self._pc is None:
+                return False
+            self.events.publish("connection_ended", reason=reason)
+            await self._drop_connection(reason)
+            return True
+
+    async def _new_connection(self) -> RTCPeerConnection:
+        """A new peer connection in place of the current one (call with the lock held)."""
+        self._check_open()
+        # Told first, so that the client being replaced (another tab or WebView showing
+        # the same session) stops instead of reconnecting and replacing this one.
+        self.events.publish("connection_replaced")
+        await self._drop_connection("replaced by a new offer")
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers.current()))
+        self._pc = pc
+        self.connection_id = secrets.token_urlsafe(12)
+        self.connections += 1
+        self._update_state()
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+        pc.on("datachannel", self._on_datachannel)
+        return pc
+
+    def _new_tracks(self) -> None:
+        self._audio = AvatarAudioTrack(self.playout, self.clock)
+        self._video = AvatarVideoTrack(
+            self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
+        )
 
     # --- speech --------------------------------------------------------------------------
 
@@ -367,6 +446,9 @@ class Session:
     async def _drop_connection(self, reason: str) -> None:
         pc, self._pc = self._pc, None
         self._channels.clear()
+        self._awaiting_answer = False
+        self._early_candidates.clear()
+        self.connection_id = None
         if pc is not None:
             self._speech.clear(reason)
             self._log.info("session %s: closing peer connection (%s)", self.id, reason)
@@ -415,10 +497,14 @@ class Session:
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label == EVENTS_CHANNEL_LABEL:
-            self._channels.append(channel)
-            channel.on("open", lambda: self._send_state(channel))
-            if channel.readyState == "open":
-                self._send_state(channel)
+            self._add_channel(channel)
+
+    def _add_channel(self, channel: RTCDataChannel) -> None:
+        """Send the session's events on `channel`, its state first."""
+        self._channels.append(channel)
+        channel.on("open", lambda: self._send_state(channel))
+        if channel.readyState == "open":
+            self._send_state(channel)
 
     def _send_state(self, channel: RTCDataChannel) -> None:
         channel.send(json.dumps(self.state_event().message()))
