@@ -207,3 +207,25 @@ async def test_options_names_what_the_endpoint_accepts(http: httpx.AsyncClient) 
     response = await http.options("/whep/any-session")
     assert response.status_code == 204
     assert response.headers["accept-post"] == SDP
+
+
+async def test_the_sessions_ice_servers_are_link_headers_with_its_turn_credentials() -> None:
+    settings = make_settings(
+        stun_urls=("stun:127.0.0.1:3478",),
+        turn_rest_urls=("turn:127.0.0.1:3478?transport=udp",),
+        turn_secret="whep-test-secret-0123456789",
+    )
+    async with running_app(settings) as http:
+        session = await create(http)
+        peer = WhepPeer(http, session["session_id"])
+        try:
+            response = await peer.offer()
+            assert response.status_code == 201, response.text
+        finally:
+            await peer.close()
+    turn = session["ice_servers"][1]
+    assert peer.links == [
+        '<stun:127.0.0.1:3478>; rel="ice-server"',
+        f'<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="{turn["username"]}"; '
+        f'credential="{turn["credential"]}"; credential-type="password"',
+    ]
