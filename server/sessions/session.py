@@ -248,7 +248,11 @@ class Session:
             pc.addTransceiver(self._video, direction="sendonly")
             self._add_channel(pc.createDataChannel(channel_label))
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
-            await pc.setLocalDescription(await pc.createOffer())
+            try:
+                await pc.setLocalDescription(await pc.createOffer())
+            except Exception:
+                await self._drop_connection("negotiation failed")
+                raise
             self._awaiting_answer = True
             self._cancel_grace()
             self._log.info("session %s: offered connection %d", self.id, self.connections)
