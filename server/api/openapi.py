@@ -3,8 +3,8 @@
 Routes document their own refusals (`responses=`); what is shared lives here: the 400 of
 a request naming another host, the 422 answer (the error handler's `{"detail": str,
 "errors": [...]}`, not FastAPI's default), the 503 of a server that is shutting down,
-and OpenAPI links, which tell a client (and
-schemathesis' stateful tests) that the id a call returns is what later calls take.
+and OpenAPI links, which tell a client (and schemathesis' stateful tests) that the id a
+call returns is what later calls take.
 """
 
 from __future__ import annotations
