@@ -229,3 +229,28 @@ async def test_the_sessions_ice_servers_are_link_headers_with_its_turn_credentia
         f'<turn:127.0.0.1:3478?transport=udp>; rel="ice-server"; username="{turn["username"]}"; '
         f'credential="{turn["credential"]}"; credential-type="password"',
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a=candidate:nonsense\r\n",
+        "a=candidate:1 1 udp 2122260223 192.0.2.1 notaport typ host\r\n",
+        "not an sdp fragment\r\n",
+    ],
+)
+async def test_a_malformed_fragment_is_400_and_keeps_the_connection(
+    http: httpx.AsyncClient, body: str
+) -> None:
+    sid = (await create(http))["session_id"]
+    peer = WhepPeer(http, sid)
+    try:
+        await peer.connect()
+        response = await peer.patch(body)
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"]
+        frames = len(peer.received.video)
+        await wait_until(lambda: len(peer.received.video) > frames + 2, 5)
+        assert peer.pc.connectionState == "connected"
+    finally:
+        await peer.close()
