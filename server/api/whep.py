@@ -6,6 +6,9 @@ session's peer connection, answered `sendonly` (audio and video in one MediaStre
 resource takes trickled candidates (PATCH) and ends with DELETE; the session stays, with
 its speech APIs. A second viewer's POST replaces the connection, as a second offer does
 (the first is sent `connection_replaced`), and the first resource is gone (404).
+
+An empty POST asks for the server's offer instead (earlier WHEP drafts; the fallback of
+@eyevinn/webrtc-player): the player PATCHes its answer (`application/sdp`) on the resource.
 """
 
 from __future__ import annotations
@@ -48,17 +51,21 @@ NOT_FOUND = {404: _error("Unknown or expired session (or WHEP resource).")}
 TOO_LARGE = {413: _error(f"A body over {MAX_SDP_BYTES} bytes.")}
 
 
-def _body(content_type: str) -> dict[str, Any]:
+def _body(*content_types: str) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {content_type: {"schema": {"type": "string"}}},
+            "content": {kind: {"schema": {"type": "string"}} for kind in content_types},
         }
     }
 
 
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 async def _read(request: Request, content_type: str) -> str:
-    given = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    given = _content_type(request)
     if given != content_type:
         raise WhepRefusal(
             f"Send the body as Content-Type: {content_type} (got {given or 'none'!r}).", 415
@@ -122,7 +129,8 @@ def _resource(server: AvatarServer, session_id: str, resource_id: str) -> Sessio
     openapi_extra=_body(SDP),
     responses={
         201: {
-            "description": "The SDP answer; `Location` is the WHEP resource.",
+            "description": "The SDP answer (the server's offer, to an empty POST); "
+            "`Location` is the WHEP resource.",
             "content": {SDP: {"schema": {"type": "string"}}},
             "headers": {
                 "Location": {"description": "The WHEP resource's URL.", "schema": {"type": "string"}},
@@ -141,12 +149,16 @@ def _resource(server: AvatarServer, session_id: str, resource_id: str) -> Sessio
 )
 async def whep_offer(session_id: str, request: Request, server: ServerDep) -> Response:
     """Watch the session: the player's SDP offer (recvonly audio and video), answered with
-    the session's `sendonly` media; it replaces any earlier connection of the session."""
+    the session's `sendonly` media; it replaces any earlier connection of the session. An
+    empty body gets the server's offer, answered with PATCH (`application/sdp`)."""
     session = server.sessions.get(session_id)
     offer = await _read(request, SDP)
-    answer = await session.answer(offer, "offer")
+    if offer.strip():
+        description = await session.answer(offer, "offer")
+    else:
+        description = await session.create_offer()
     resource = session.connection_id or ""
-    response = Response(answer.sdp, 201, media_type=SDP)
+    response = Response(description.sdp, 201, media_type=SDP)
     response.headers["Location"] = f"{_base_url(request, server)}/whep/{session_id}/{resource}"
     response.headers["ETag"] = etag(resource)
     for value in ice_server_links(session.ice_servers.current()):
@@ -159,25 +171,30 @@ async def whep_offer(session_id: str, request: Request, server: ServerDep) -> Re
     operation_id="whep_trickle",
     status_code=204,
     response_class=Response,
-    openapi_extra=_body(SDP_FRAGMENT),
+    openapi_extra=_body(SDP_FRAGMENT, SDP),
     responses={
-        204: {"description": "The candidates were added."},
-        400: _error("Not a trickle ICE fragment, or a malformed candidate."),
+        204: {"description": "The candidates (or the answer) were applied."},
+        400: _error("Not a trickle ICE fragment, a malformed candidate, or an unusable answer."),
         **NOT_FOUND,
+        409: _error("An answer (`application/sdp`) where the server made no offer."),
         412: _error("`If-Match` is not the resource's ETag."),
         **TOO_LARGE,
-        415: _error("Not Content-Type: application/trickle-ice-sdpfrag."),
+        415: _error("Neither application/trickle-ice-sdpfrag nor application/sdp."),
         422: _error("An ICE restart (new ufrag and pwd): not supported, POST a new offer."),
     },
 )
 async def whep_trickle(
     session_id: str, resource_id: str, request: Request, server: ServerDep
 ) -> Response:
-    """Trickle candidates (RFC 8840 fragment); `If-Match`, when sent, must be the ETag."""
+    """Trickle candidates (RFC 8840 fragment), or answer the server's offer
+    (`application/sdp`); `If-Match`, when sent, must be the ETag."""
     session = _resource(server, session_id, resource_id)
     if_match = request.headers.get("if-match")
     if if_match is not None and not _matches(if_match, etag(resource_id)):
         raise WhepRefusal(f"If-Match {if_match[:80]!r} is not this resource's ETag.", 412)
+    if _content_type(request) == SDP:  # the answer to an empty POST's server offer
+        await session.accept_answer(await _read(request, SDP))
+        return Response(status_code=204)
     fragment = parse_fragment(await _read(request, SDP_FRAGMENT))
     current = ice_credentials(session.remote_sdp or "")
     if _is_restart(fragment.ufrag, fragment.pwd, current):

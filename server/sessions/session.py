@@ -266,7 +266,7 @@ class Session:
             if pc is None or not self._awaiting_answer:
                 raise NotConnectedError(
                     "There is no server offer awaiting an answer: ask for one first "
-                    "(POST /webrtc/sessions/{id}/server-offer)."
+                    "(POST /webrtc/sessions/{id}/server-offer, or an empty POST /whep/{id})."
                 )
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))

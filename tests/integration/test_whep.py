@@ -6,6 +6,9 @@ import asyncio
 
 import httpx
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from server.media.rtc import restrict_host_addresses
 
 from tests.audio_files import encode, speech_like
 from tests.conftest import make_settings, running_app
@@ -142,7 +145,9 @@ async def test_a_fragment_of_another_content_type_is_415(http: httpx.AsyncClient
     try:
         await peer.connect()
         assert peer.resource is not None
-        response = await http.patch(peer.resource, content="a=end-of-candidates\r\n", headers={"Content-Type": SDP})
+        response = await http.patch(
+            peer.resource, content="a=end-of-candidates\r\n", headers={"Content-Type": "text/plain"}
+        )
         assert response.status_code == 415
         assert SDP_FRAGMENT in response.json()["detail"]
     finally:
@@ -254,3 +259,31 @@ async def test_a_malformed_fragment_is_400_and_keeps_the_connection(
         assert peer.pc.connectionState == "connected"
     finally:
         await peer.close()
+
+
+async def test_an_empty_post_gets_the_servers_offer_and_a_patched_answer_connects(
+    http: httpx.AsyncClient,
+) -> None:
+    sid = (await create(http))["session_id"]
+    posted = await http.post(f"/whep/{sid}", content="", headers={"Content-Type": SDP})
+    assert posted.status_code == 201, posted.text
+    assert posted.text.count("a=sendonly") == 2
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    connected = asyncio.Event()
+    pc.on("connectionstatechange", lambda: connected.set() if pc.connectionState == "connected" else None)
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=posted.text, type="offer"))
+        answer = await pc.createAnswer()
+        restrict_host_addresses(pc, ("127.0.0.1",))
+        await pc.setLocalDescription(answer)
+        patched = await http.patch(
+            posted.headers["Location"], content=pc.localDescription.sdp, headers={"Content-Type": SDP}
+        )
+        assert patched.status_code == 204, patched.text
+        await asyncio.wait_for(connected.wait(), 15)
+        again = await http.patch(
+            posted.headers["Location"], content=pc.localDescription.sdp, headers={"Content-Type": SDP}
+        )
+        assert again.status_code == 409
+    finally:
+        await pc.close()
