@@ -196,8 +196,8 @@ async def whep_trickle(
         await session.accept_answer(await _read(request, SDP))
         return Response(status_code=204)
     fragment = parse_fragment(await _read(request, SDP_FRAGMENT))
-    current = ice_credentials(session.remote_sdp or "")
-    if _is_restart(fragment.ufrag, fragment.pwd, current):
+    remote = session.remote_sdp  # None while a server offer awaits its answer
+    if remote is not None and _is_restart(fragment.ufrag, fragment.pwd, ice_credentials(remote)):
         raise WhepRefusal(
             "ICE restarts are not supported by this server: POST a new offer to "
             f"/whep/{session_id} to reconnect.",

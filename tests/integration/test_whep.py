@@ -9,10 +9,11 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from server.media.rtc import restrict_host_addresses
+from server.media.sdp_fragment import ice_credentials
 
 from tests.audio_files import encode, speech_like
 from tests.conftest import make_settings, running_app
-from tests.whep_client import SDP, SDP_FRAGMENT, WhepPeer, fragment
+from tests.whep_client import SDP, SDP_FRAGMENT, WhepPeer, fragment, without_candidates
 
 pytestmark = pytest.mark.webrtc
 
@@ -261,7 +262,7 @@ async def test_a_malformed_fragment_is_400_and_keeps_the_connection(
         await peer.close()
 
 
-async def test_an_empty_post_gets_the_servers_offer_and_a_patched_answer_connects(
+async def test_an_empty_post_gets_the_servers_offer_and_candidates_then_the_answer_connect(
     http: httpx.AsyncClient,
 ) -> None:
     sid = (await create(http))["session_id"]
@@ -276,9 +277,15 @@ async def test_an_empty_post_gets_the_servers_offer_and_a_patched_answer_connect
         answer = await pc.createAnswer()
         restrict_host_addresses(pc, ("127.0.0.1",))
         await pc.setLocalDescription(answer)
-        patched = await http.patch(
-            posted.headers["Location"], content=pc.localDescription.sdp, headers={"Content-Type": SDP}
+        sdp, candidates = without_candidates(pc.localDescription.sdp)
+        ufrag, pwd = ice_credentials(sdp)
+        early = await http.patch(  # before the answer: kept, then applied after it
+            posted.headers["Location"],
+            content=fragment(ufrag or "", pwd or "", "0", candidates),
+            headers={"Content-Type": SDP_FRAGMENT},
         )
+        assert early.status_code == 204, early.text
+        patched = await http.patch(posted.headers["Location"], content=sdp, headers={"Content-Type": SDP})
         assert patched.status_code == 204, patched.text
         await asyncio.wait_for(connected.wait(), 15)
         again = await http.patch(
