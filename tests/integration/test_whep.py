@@ -9,6 +9,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from server.media.rtc import restrict_host_addresses
+from server.api.whep import MAX_SDP_BYTES
 from server.media.sdp_fragment import ice_credentials
 
 from tests.audio_files import encode, speech_like
@@ -294,3 +295,11 @@ async def test_an_empty_post_gets_the_servers_offer_and_candidates_then_the_answ
         assert again.status_code == 409
     finally:
         await pc.close()
+
+
+async def test_an_offer_over_the_size_limit_is_413(http: httpx.AsyncClient) -> None:
+    sid = (await create(http))["session_id"]
+    body = "a=x-padding:" + "x" * (MAX_SDP_BYTES + 1)
+    response = await http.post(f"/whep/{sid}", content=body, headers={"Content-Type": SDP})
+    assert response.status_code == 413
+    assert str(MAX_SDP_BYTES) in response.json()["detail"]
