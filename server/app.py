@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from server.api import avatars, monitoring, pages, renders, sessions, text
+from server.api import avatars, monitoring, pages, renders, server_offer, sessions, text, whep
 from server.api.access import AccessPolicy
 from server.api.docs import install_docs
 from server.api.errors import install_error_handlers
@@ -59,9 +59,9 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_allow_origins),
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["*"],
-            expose_headers=["Retry-After", "Location"],
+            expose_headers=["Retry-After", "Location", "ETag", "Link"],
         )
     # Outermost last: security headers on everything, then the Host, then the Origin check.
     app.add_middleware(CrossSiteMiddleware, origins=OriginPolicy(settings))
@@ -69,6 +69,9 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(sessions.router)
     app.include_router(sessions.signalling)
+    app.include_router(server_offer.router)
+    app.include_router(whep.router)
+    app.include_router(whep.preflight)
     app.include_router(text.router)
     app.include_router(avatars.router)
     app.include_router(renders.router)

@@ -1,9 +1,10 @@
 """The OpenAPI description as the server really answers: refusal shapes and links.
 
-Routes document their own refusals (`responses=`); what is shared lives here: the 422
-answer (the error handler's `{"detail": str, "errors": [...]}`, not FastAPI's default),
-the 503 of a server that is shutting down, and OpenAPI links, which tell a client (and
-schemathesis' stateful tests) that the id a call returns is what later calls take.
+Routes document their own refusals (`responses=`); what is shared lives here: the 400 of
+a request naming another host, the 422 answer (the error handler's `{"detail": str,
+"errors": [...]}`, not FastAPI's default), the 503 of a server that is shutting down,
+and OpenAPI links, which tell a client (and schemathesis' stateful tests) that the id a
+call returns is what later calls take.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def invalid_request(description: str) -> dict[int | str, dict[str, Any]]:
     return {422: {"model": InvalidRequestResponse, "description": description}}
 
 
+# Any request naming a host the server does not answer to (server/api/hosts.py).
+WRONG_HOST = {
+    "description": "A Host header the server does not answer to (ALLOWED_HOSTS).",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
+
 SHUTTING_DOWN = {503: {"model": ErrorResponse, "description": "The server is shutting down."}}
 
 
@@ -55,6 +62,7 @@ def install_openapi(app: FastAPI) -> None:
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     responses = operation.get("responses", {})
+                    responses.setdefault("400", WRONG_HOST)
                     default = responses.get("422", {})
                     if _references(default, FASTAPI_VALIDATION_ERROR):
                         del responses["422"]

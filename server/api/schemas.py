@@ -100,6 +100,14 @@ class SessionDescription(BaseModel):
     type: Literal["offer", "answer"]
 
 
+class WhepEnded(BaseModel):
+    """A WHEP resource ended; its session stays."""
+
+    session_id: str
+    resource_id: str
+    ended: bool = True
+
+
 class IceCandidate(BaseModel):
     """An RTCIceCandidateInit; an empty or absent `candidate` ends the candidates."""
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCIceCandidate, RTCPeerConnection, RTCSessionDescription
 
 from server.chat.conversation import Conversation
 from server.lipsync.engine import LoadedAvatar
@@ -49,6 +49,8 @@ SENDING_DIRECTIONS = ("sendonly", "sendrecv")
 
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
+MAX_EARLY_CANDIDATES = 64
+"""Candidates kept while a server offer awaits its answer; more is a client gone wrong."""
 # The token in the session's player_url (README, "Access"): 256 bits, 43 characters.
 TOKEN_BYTES = 32
 
@@ -131,6 +133,10 @@ class Session:
         self._audio: AvatarAudioTrack | None = None
         self._video: AvatarVideoTrack | None = None
         self._channels: list[RTCDataChannel] = []
+        self.connection_id: str | None = None
+        """A fresh id for each peer connection (a WHEP resource is one); None without one."""
+        self._early_candidates: list[RTCIceCandidate | None] = []
+        self._awaiting_answer = False
         self._negotiation = asyncio.Lock()
         self._receiving = False
         self._grace_task: asyncio.Task[None] | None = None
@@ -242,6 +248,9 @@ class Session:
             self.events.publish("connection_replaced")
             old, self._pc = self._pc, pc
             self._audio, self._video, self._offer = audio, video, offer
+            self.connection_id = secrets.token_urlsafe(12)
+            self._awaiting_answer = False  # a client offer in place of a server offer
+            self._early_candidates.clear()
             self.connections += 1
             self._update_state()
             self._cancel_grace()
@@ -289,19 +298,112 @@ class Session:
             raise NegotiationError(f"The offer could not be used: {error}") from None
         return pc, audio, video
 
+    async def create_offer(self, channel_label: str = EVENTS_CHANNEL_LABEL) -> RTCSessionDescription:
+        """The server-offer flow: offer a new peer connection (sendonly audio and video, and
+        the events channel under `channel_label`, created by the server), replacing any
+        earlier one; the client's answer goes to `accept_answer`."""
+        async with self._negotiation:
+            pc = await self._new_connection()
+            self._new_tracks()
+            pc.addTransceiver(self._audio, direction="sendonly")
+            pc.addTransceiver(self._video, direction="sendonly")
+            self._add_channel(pc.createDataChannel(channel_label))
+            restrict_host_addresses(pc, self._settings.ice_host_addresses)
+            try:
+                await pc.setLocalDescription(await pc.createOffer())
+            except Exception:
+                await self._drop_connection("negotiation failed")
+                raise
+            self._awaiting_answer = True
+            self._cancel_grace()
+            if self._connect_timer is not None:
+                self._connect_timer.cancel()
+            self._connect_timer = self._spawn(self._fail_unless_connected(pc))
+            self._log.info("session %s: offered connection %d", self.id, self.connections)
+            return pc.localDescription
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the client's answer to `create_offer`, then the candidates sent before it."""
+        async with self._negotiation:
+            self._check_open()
+            pc = self._pc
+            if pc is None or not self._awaiting_answer:
+                raise NotConnectedError(
+                    "There is no server offer awaiting an answer: ask for one first "
+                    "(POST /webrtc/sessions/{id}/server-offer, or an empty POST /whep/{id})."
+                )
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as error:  # aiortc raises assorted errors for bad SDP
+                await self._drop_connection("negotiation failed")
+                raise NegotiationError(f"The answer could not be used: {error}") from None
+            self._awaiting_answer = False
+            early, self._early_candidates = self._early_candidates, []
+            for candidate in early:
+                await pc.addIceCandidate(candidate)
+            self._log.info("session %s: answer accepted (%d early candidates)", self.id, len(early))
+
+    @property
+    def remote_sdp(self) -> str | None:
+        """The remote description of the current connection, once there is one."""
+        pc = self._pc
+        return None if pc is None or pc.remoteDescription is None else pc.remoteDescription.sdp
+
     async def add_candidate(self, init: dict[str, Any]) -> None:
         """Add a trickled remote candidate; an empty one means the end of candidates.
 
-        A refused candidate (400) changes nothing."""
+        A refused candidate (400) changes nothing. While a server offer awaits its answer,
+        candidates are kept and applied after it (clients race the two calls)."""
         self._check_open()
         pc, offer = self._pc, self._offer
         mids = offer.mids if pc is not None and offer is not None else None
         candidate = parse_candidate(init, mids)  # raises CandidateError (400)
+        if pc is not None and self._awaiting_answer:
+            if candidate is not None and candidate.component != RTP_COMPONENT:
+                return  # an RTCP candidate: rtcp-mux carries RTCP on component 1
+            if len(self._early_candidates) >= MAX_EARLY_CANDIDATES:
+                raise NotConnectedError(
+                    f"{MAX_EARLY_CANDIDATES} candidates already wait for the answer: send it."
+                )
+            self._early_candidates.append(candidate)
+            return
         if pc is None or pc.remoteDescription is None:
             raise NotConnectedError("Send the offer before its ICE candidates.")
         if candidate is not None and candidate.component != RTP_COMPONENT:
             return  # an RTCP candidate: rtcp-mux carries RTCP on component 1
         await pc.addIceCandidate(candidate)
+
+    async def end_connection(self, connection_id: str, reason: str) -> bool:
+        """End the peer connection `connection_id` (if it is still the current one); the
+        session stays, waiting for a new offer until its idle timeout. False if it was not."""
+        async with self._negotiation:
+            if self.connection_id != connection_id or self._pc is None:
+                return False
+            self.events.publish("connection_ended", reason=reason)
+            await self._drop_connection(reason)
+            return True
+
+    async def _new_connection(self) -> RTCPeerConnection:
+        """A new peer connection in place of the current one (call with the lock held)."""
+        self._check_open()
+        # Told first, so that the client being replaced (another tab or WebView showing
+        # the same session) stops instead of reconnecting and replacing this one.
+        self.events.publish("connection_replaced")
+        await self._drop_connection("replaced by a new offer")
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers.current()))
+        self._pc = pc
+        self.connection_id = secrets.token_urlsafe(12)
+        self.connections += 1
+        self._update_state()
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+        pc.on("datachannel", self._on_datachannel)
+        return pc
+
+    def _new_tracks(self) -> None:
+        self._audio = AvatarAudioTrack(self.playout, self.clock)
+        self._video = AvatarVideoTrack(
+            self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
+        )
 
     # --- speech --------------------------------------------------------------------------
 
@@ -417,6 +519,9 @@ class Session:
     async def _drop_connection(self, reason: str) -> None:
         pc, self._pc = self._pc, None
         self._offer = None
+        self._awaiting_answer = False
+        self._early_candidates.clear()
+        self.connection_id = None
         if pc is not None:
             await self._close_connection(pc, reason)
         self._update_state()
@@ -508,10 +613,14 @@ class Session:
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label == EVENTS_CHANNEL_LABEL:
-            self._channels.append(channel)
-            channel.on("open", lambda: self._send_state(channel))
-            if channel.readyState == "open":
-                self._send_state(channel)
+            self._add_channel(channel)
+
+    def _add_channel(self, channel: RTCDataChannel) -> None:
+        """Send the session's events on `channel`, its state first."""
+        self._channels.append(channel)
+        channel.on("open", lambda: self._send_state(channel))
+        if channel.readyState == "open":
+            self._send_state(channel)
 
     def _send_state(self, channel: RTCDataChannel) -> None:
         channel.send(json.dumps(self.state_event().message()))

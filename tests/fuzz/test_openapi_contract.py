@@ -52,6 +52,8 @@ CONFIG = schemathesis.Config.from_dict(
         "phases": {"stateful": {"inference": {"algorithms": []}}},
     }
 )
+# WHEP's bodies are SDP text (server/api/whep.py).
+schemathesis.serializer.alias(["application/sdp", "application/trickle-ice-sdpfrag"], "text/plain")
 SCHEMA = schemathesis.openapi.from_dict(create_app(make_settings()).openapi(), config=CONFIG)
 
 CONFORMANCE_CHECKS = [

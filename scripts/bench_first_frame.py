@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Time from `create` to the first video frame at a real aiortc client, per way of
+connecting: the client's offer (`/offer`), the server's offer (`/server-offer` and
+`/answer`, candidates sent before the answer) and WHEP (`POST /whep/{id}`, candidates
+trickled with PATCH). The server runs in its own process on loopback (demo engine).
+
+    .venv/bin/python scripts/bench_first_frame.py [--trials 5] [--surface WHEP ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import httpx
+
+from benchkit import median, print_table, server_process, write_json
+from tests.server_offer_client import ServerOfferPeer
+from tests.webrtc_client import ClientPeer
+from tests.whep_client import WhepPeer
+
+SURFACES = {
+    "client offer": lambda http, sid: ClientPeer(http, sid, trickle=True),
+    "server offer": lambda http, sid: ServerOfferPeer(http, sid),
+    "WHEP": lambda http, sid: WhepPeer(http, sid, trickle=True),
+}
+FRAME_TIMEOUT_SECONDS = 15.0
+
+
+async def first_frame_ms(http: httpx.AsyncClient, surface: str) -> tuple[float, float]:
+    """(ms to connected, ms to the first video frame), both from before `create`."""
+    started = time.monotonic()
+    created = await http.post("/webrtc/sessions/create")
+    created.raise_for_status()
+    sid = created.json()["session_id"]
+    peer = SURFACES[surface](http, sid)
+    try:
+        await peer.connect()
+        connected = time.monotonic()
+        deadline = connected + FRAME_TIMEOUT_SECONDS
+        while not peer.received.video:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{surface}: no video frame")
+            await asyncio.sleep(0.002)
+        first = peer.received.video[0].arrival
+    finally:
+        await peer.close()
+        await http.delete(f"/webrtc/sessions/{sid}")
+    return (connected - started) * 1000, (first - started) * 1000
+
+
+async def run(url: str, trials: int, surfaces: list[str]) -> dict[str, dict[str, float | list[float]]]:
+    results: dict[str, dict[str, float | list[float]]] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for surface in surfaces:
+            await first_frame_ms(http, surface)  # warm-up
+            pairs = [await first_frame_ms(http, surface) for _ in range(trials)]
+            results[surface] = {
+                "connected_ms_median": median([c for c, _ in pairs]),
+                "first_frame_ms_median": median([f for _, f in pairs]),
+                "first_frame_ms_max": max(f for _, f in pairs),
+                "first_frame_ms": [round(f, 1) for _, f in pairs],
+            }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--surface", action="append", choices=list(SURFACES), help="default: all")
+    args = parser.parse_args()
+    with server_process() as server:
+        results = asyncio.run(run(server.url, args.trials, args.surface or list(SURFACES)))
+    print_table(
+        f"create → first video frame ({args.trials} trials each, after one warm-up)",
+        ["surface", "connected ms (median)", "first frame ms (median)", "max"],
+        [
+            [name, r["connected_ms_median"], r["first_frame_ms_median"], r["first_frame_ms_max"]]
+            for name, r in results.items()
+        ],
+    )
+    write_json("first_frame", {"trials": args.trials, "results": results})
+
+
+if __name__ == "__main__":
+    main()
