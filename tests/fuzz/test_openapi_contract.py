@@ -180,11 +180,10 @@ def test_call_sequences_along_the_links_keep_to_the_description(
             **HYPOTHESIS_SETTINGS,
         )
     )
-    # The links were followed: sessions were found by the ids `create` answered (which
-    # call got there first shifts with every operation added, so any of them counts).
-    assert STATEFUL.count("DELETE /webrtc/sessions/{session_id}", 200) > 0
+    # The links were followed: sessions were found by the ids `create` answered. Which
+    # call gets there first shifts with every operation added, so any of them counts.
     found = [
         (kind, outcome) for (kind, outcome) in STATEFUL.counts
-        if kind.startswith("GET /webrtc/sessions/{session_id}") and outcome != "404"
+        if "/webrtc/sessions/{session_id}" in kind and outcome != "404"
     ]
-    assert found, "no GET of a session created in the run found it"
+    assert found, "no call on a session created in the run found it"
