@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from server.api import avatars, monitoring, pages, sessions, text
+from server.api import avatars, monitoring, pages, sessions, speech_stream, text
 from server.api.access import AccessPolicy
 from server.api.docs import install_docs
 from server.api.errors import install_error_handlers
@@ -68,6 +68,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.include_router(sessions.router)
     app.include_router(sessions.signalling)
     app.include_router(text.router)
+    app.include_router(speech_stream.router)
     app.include_router(avatars.router)
     app.include_router(pages.router)
     app.include_router(monitoring.router)

@@ -87,6 +87,9 @@ class WindowRule(enum.Enum):
 
 TRAINING_FEATURES_PER_FRAME = 2
 """Features per video frame at 25 fps, the rate MuseTalk was trained at."""
+TRAINING_FPS = 25
+STREAM_CONTEXT_SECONDS = 10.0
+"""Audio before a chunk of streamed speech that whisper sees (see `MuseTalkEngine`)."""
 
 
 def window_start(frame: int, fps: float, rule: WindowRule) -> int:
