@@ -94,7 +94,7 @@ class SpeechSocket:
             while True:
                 await self._receive_one(query)
         except WebSocketDisconnect:
-            if self.incoming is not None and self.incoming.active:
+            if self.incoming is not None and self.incoming.open:
                 # The client went away: what arrived is the utterance.
                 with contextlib.suppress(Refusal):
                     self.incoming.end()
@@ -109,8 +109,8 @@ class SpeechSocket:
 
     async def _receive_one(self, query: dict[str, Any]) -> None:
         incoming = self.incoming
-        receiving = incoming is not None and not incoming.utterance.complete
-        if receiving and incoming is not None and not incoming.has_room():
+        receiving = incoming is not None and incoming.open
+        if receiving and incoming is not None and incoming.active and not incoming.has_room():
             await self._send({"type": "pause", "buffered_seconds": round(incoming.buffered_seconds(), 3)})
             await incoming.wait_for_room()
             await self._send({"type": "resume", "buffered_seconds": round(incoming.buffered_seconds(), 3)})
@@ -129,13 +129,12 @@ class SpeechSocket:
             raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
         data = message.get("bytes")
         if data is not None:
-            if incoming is None or incoming.utterance.complete:
+            if incoming is None or not incoming.open:
                 raise ProtocolError(
                     "Audio arrived before a start message: send {\"type\": \"start\", "
                     "\"format\": ...} first (or declare format in the query)."
                 )
-            if incoming.active:
-                incoming.feed(data)
+            incoming.feed(data)
             return
         text = message.get("text") or ""
         try:
@@ -144,8 +143,10 @@ class SpeechSocket:
             raise ProtocolError("Text messages must be JSON objects with a 'type'.") from None
         kind = parsed.get("type") if isinstance(parsed, dict) else None
         if kind == "start":
-            if receiving:
+            if receiving and incoming is not None and incoming.active:
                 raise ProtocolError("An utterance is still open: send {\"type\": \"end\"} first.")
+            if incoming is not None and incoming.open:
+                incoming.abandon("a new start")  # it was cut; its end need not be sent
             await self._start({**query, **parsed})
         elif kind == "end":
             if not receiving or incoming is None:
@@ -155,6 +156,7 @@ class SpeechSocket:
                 "type": "complete",
                 "utterance_id": incoming.utterance.id,
                 "duration_seconds": round(incoming.utterance.duration, 3),
+                "state": incoming.utterance.state.value,
             })
         else:
             raise ProtocolError(f"Unknown message type {kind!r}; send start, end or binary audio.")

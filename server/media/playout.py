@@ -36,6 +36,9 @@ class SyncSettings:
     """For streamed speech: renderable audio needed before it starts (at least a frame)."""
     stream_rebuffer_seconds: float = 0.2
     """For streamed speech whose input ran dry: renderable audio needed to resume."""
+    stream_max_lead_seconds: float = 0.04
+    """How far streamed audio may play past the frames its input lets render (the frame
+    before is shown meanwhile): the sync tolerance, spent to absorb the frame grid."""
 
 
 @dataclass
@@ -357,6 +360,8 @@ class Playout:
         if utterance.complete and self._starved_since is None:
             return False
         renderable = utterance.available_frames / utterance.fps
+        received = utterance.received / AUDIO_SAMPLE_RATE
+        playable = min(received, renderable + self.sync.stream_max_lead_seconds)
         if self._starved_since is not None:
             ahead = renderable - seconds
             resume = utterance.complete or ahead >= self.sync.stream_rebuffer_seconds - TIME_EPSILON
@@ -365,7 +370,7 @@ class Playout:
                 self._starved_since = None
                 self._emit_input(PlayoutEventKind.INPUT_RESUMED, utterance, t, seconds, waited)
                 return False
-        elif seconds + AUDIO_PTIME > renderable + TIME_EPSILON:
+        elif seconds + AUDIO_PTIME > playable + TIME_EPSILON:
             self._starved_since = t
             self.stats.input_underruns += 1
             self._emit_input(PlayoutEventKind.INPUT_UNDERRUN, utterance, t, seconds, 0.0)

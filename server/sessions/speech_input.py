@@ -43,13 +43,18 @@ class IncomingSpeech:
         self.admission: Admission = session.speak_streamed(mode, keep_queue)
         self.utterance: Utterance = self.admission.utterance
         self._max_samples = round(settings.max_audio_seconds * AUDIO_SAMPLE_RATE)
+        self.open = True
+        """Until its client ended it (or it failed): its audio is still expected."""
 
     @property
     def active(self) -> bool:
         return self.utterance.active
 
     def feed(self, data: bytes) -> None:
-        """Decode and append `data`; a refusal abandons the utterance."""
+        """Decode and append `data`; a refusal abandons the utterance. Audio of an
+        utterance already cut (interrupted) is dropped."""
+        if not self.active:
+            return
         try:
             if len(data) > self._settings.stream_max_message_bytes:
                 raise StreamTooLongError(
@@ -64,6 +69,7 @@ class IncomingSpeech:
 
     def end(self) -> None:
         """The client's end of utterance: the last samples, then complete."""
+        self.open = False
         try:
             self._append(self._decoder.finish())
         except Refusal as refusal:
@@ -72,6 +78,7 @@ class IncomingSpeech:
         self.session.stream_end(self.utterance)
 
     def abandon(self, reason: str) -> None:
+        self.open = False
         self.session.stream_abandon(self.utterance, reason)
 
     def buffered_seconds(self) -> float:
