@@ -12,6 +12,9 @@ import numpy as np
 from server.media.clock import AUDIO_SAMPLE_RATE
 
 _ids = itertools.count(1)
+# A streaming resampler holds back a few samples (soxr's quick one: 4 at 24 -> 48 kHz);
+# a frame that lacks no more than this at the end of its audio may be rendered already.
+AVAILABLE_SLACK_SAMPLES = 48
 
 
 class UtteranceState(enum.Enum):
@@ -116,7 +119,8 @@ class Utterance:
         and look-ahead has arrived."""
         if self.complete:
             return self.frame_count
-        whole = math.floor(self._length * self.fps / AUDIO_SAMPLE_RATE + 1e-9)
+        arrived = self._length + AVAILABLE_SLACK_SAMPLES
+        whole = math.floor(arrived * self.fps / AUDIO_SAMPLE_RATE + 1e-9)
         return max(0, whole - self.lookahead_frames)
 
     @property
