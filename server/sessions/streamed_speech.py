@@ -15,6 +15,8 @@ import logging
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from server.lipsync.engine import LoadedAvatar, RenderRequest
 from server.lipsync.worker import LipSyncWorker
 from server.media.clock import AUDIO_SAMPLE_RATE
@@ -42,6 +44,19 @@ class AudioArrival:
         self._event.clear()
 
 
+def audio_window(
+    samples: np.ndarray, fps: int, frames: range, context_seconds: float
+) -> tuple[np.ndarray, range]:
+    """The audio an engine gets for `frames` of a growing utterance, and those frames'
+    indices in it: from `context_seconds` before the first frame, rounded down to a whole
+    second (there frame and feature grids line up), to what has arrived."""
+    context_frames = math.ceil(context_seconds * fps)
+    first_second = max(0, frames.start - context_frames) // fps
+    offset_frames = first_second * fps
+    window = samples[first_second * AUDIO_SAMPLE_RATE :].copy()
+    return window, range(frames.start - offset_frames, frames.stop - offset_frames)
+
+
 def lookahead_frames(seconds: float, fps: float) -> int:
     """Whole frames at `fps` that cover `seconds` of look-ahead."""
     return max(0, math.ceil(seconds * fps - 1e-9))
@@ -62,7 +77,6 @@ async def render_growing_utterance(
     clock = playout.clock
     fps = utterance.fps
     ahead_frames = max(1, round(utterance.chunk_duration * fps))
-    context_frames = math.ceil(engine.audio_context_seconds * fps)
     futures: list[asyncio.Future] = []
     j = 0
     try:
@@ -77,16 +91,12 @@ async def render_growing_utterance(
                 await arrival.wait(WINDOW_POLL_SECONDS)
                 continue
             frames = range(j, min(limit, j + ahead_frames))
-            # The window starts on a whole second: frame and feature grids line up there.
-            first_second = max(0, frames.start - context_frames) // round(fps) if fps >= 1 else 0
-            offset_frames = first_second * round(fps)
-            offset = first_second * AUDIO_SAMPLE_RATE
-            window = utterance.samples[offset:].copy()
+            window, shifted = audio_window(
+                utterance.samples, round(fps), frames, engine.audio_context_seconds
+            )
             first_due = clock.wall(playout.frame_due(utterance, frames.start))
             features = await worker.call(
-                engine.audio_features, window, fps,
-                range(frames.start - offset_frames, frames.stop - offset_frames),
-                deadline=first_due,
+                engine.audio_features, window, fps, shifted, deadline=first_due
             )
             requests = []
             deadlines = []

@@ -21,9 +21,8 @@ import torch
 
 from server.lipsync.engine import Avatar, LipSyncEngine, LoadedAvatar, RenderRequest
 from server.lipsync.musetalk.audio import (
-    CONTEXT_AFTER,
     STREAM_CONTEXT_SECONDS,
-    TRAINING_FPS,
+    STREAM_LOOKAHEAD_SECONDS,
     AudioFeatures,
     WindowRule,
 )
@@ -43,8 +42,7 @@ class MuseTalkEngine(LipSyncEngine):
     """Lip-synced frames from MuseTalk, batched across sessions by the render worker."""
 
     name = "musetalk"
-    # A frame's 10-feature window reaches 2 frames at 25 fps past it (CONTEXT_AFTER).
-    audio_lookahead_seconds = CONTEXT_AFTER / TRAINING_FPS
+    audio_lookahead_seconds = STREAM_LOOKAHEAD_SECONDS
     # Streamed speech runs whisper over this much audio before a chunk (a 30 s segment
     # holds it and what follows): the features then differ little from the whole file's.
     audio_context_seconds = STREAM_CONTEXT_SECONDS
