@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
+import av
 import numpy as np
 import websockets
 
 
 def pcm_s16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def ogg_opus(samples: np.ndarray, page_seconds: float) -> bytes:
+    """48 kHz mono Ogg/Opus with a page every `page_seconds`, as a streaming TTS writes it."""
+    buffer = io.BytesIO()
+    options = {"page_duration": str(int(page_seconds * 1_000_000))}
+    with av.open(buffer, mode="w", format="ogg", options=options) as container:
+        stream = container.add_stream("libopus", rate=48_000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples[None, :].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 48_000
+        frame.time_base = Fraction(1, 48_000)
+        frame.pts = 0
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=48_000)
+        for converted in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(converted):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
 
 
 @dataclass

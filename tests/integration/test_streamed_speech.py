@@ -9,10 +9,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.audio_files import speech_like
+from tests.audio_files import encode, speech_like
 from tests.conftest import make_settings
 from tests.live_server import LiveServer
-from tests.speech_streamer import SpeechStreamer, pcm_s16
+from tests.speech_streamer import SpeechStreamer, ogg_opus, pcm_s16
 from tests.webrtc_client import ClientPeer, SenderTimeline, audio_envelope, edges
 
 pytestmark = pytest.mark.webrtc
@@ -41,13 +41,17 @@ def live() -> Iterator[LiveServer]:
 @pytest.fixture
 async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=live.url, timeout=15) as client:
+        client.created = []  # type: ignore[attr-defined]
         yield client
+        for sid in client.created:  # type: ignore[attr-defined]
+            await client.delete(f"/webrtc/sessions/{sid}")
 
 
 async def connected(http: httpx.AsyncClient, fps: int = 10, playback_fps: int = 15) -> tuple[str, ClientPeer]:
     response = await http.post("/webrtc/sessions/create", params={"fps": fps, "playback_fps": playback_fps})
     assert response.status_code == 200, response.text
     sid = response.json()["session_id"]
+    http.created.append(sid)  # type: ignore[attr-defined]
     peer = ClientPeer(http, sid)
     await peer.connect()
     return sid, peer
@@ -299,5 +303,29 @@ async def test_an_unknown_session_and_a_busy_one_are_refused_with_their_codes(
                 await third.send_json({**START, "mode": "queue"})
                 queued = await third.wait_for("accepted", timeout=5)
                 assert queued["queue_position"] == 1
+    finally:
+        await peer.close()
+
+
+@pytest.mark.parametrize("format", ["mp3", "ogg_opus"])
+async def test_encoded_streams_are_decoded_as_they_arrive(
+    http: httpx.AsyncClient, live: LiveServer, format: str
+) -> None:
+    seconds = 1.5
+    voice = speech_like(seconds, rate=48_000 if format == "ogg_opus" else RATE, bursts=[(0.0, seconds)])
+    data = ogg_opus(voice, page_seconds=0.06) if format == "ogg_opus" else encode(voice, "mp3", rate=RATE)
+    sid, peer = await connected(http)
+    try:
+        async with SpeechStreamer(live.url, sid, query=f"format={format}") as streamer:
+            accepted = await streamer.wait_for("accepted", timeout=5)
+            assert accepted["format"] == format
+            bytes_per_second = len(data) / seconds
+            sending = asyncio.ensure_future(streamer.stream(data, 0.06, bytes_per_second))
+            await streamer.wait_for("speaking_started", timeout=5)
+            assert not sending.done()
+            await sending
+            await streamer.send_json({"type": "end"})
+            ended = await streamer.wait_for("speaking_ended", timeout=10)
+            assert ended["played_seconds"] == pytest.approx(seconds, abs=0.06)
     finally:
         await peer.close()
