@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import numpy as np
 import pytest
+import websockets
 
 from tests.audio_files import encode, speech_like
 from tests.conftest import make_settings
@@ -329,3 +331,27 @@ async def test_encoded_streams_are_decoded_as_they_arrive(
             assert ended["played_seconds"] == pytest.approx(seconds, abs=0.06)
     finally:
         await peer.close()
+
+
+def test_the_speech_socket_needs_an_api_key_when_the_server_has_keys() -> None:
+    key = "k" * 24
+    server = LiveServer(make_settings(api_keys=(key,)), host="127.0.0.1").start()
+
+    async def attempt() -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers={"X-Api-Key": key}) as http:
+            sid = (await http.post("/webrtc/sessions/create")).json()["session_id"]
+            url = f"{server.url.replace('http', 'ws', 1)}/webrtc/sessions/{sid}/speech"
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(url):
+                    pass
+            assert refused.value.response.status_code == 403
+            async with websockets.connect(url, additional_headers={"X-Api-Key": key}) as ws:
+                await ws.send(json.dumps(START))
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                # The key was taken; the session has no client connected yet.
+                assert answer["type"] == "error" and answer["status"] == 409
+
+    try:
+        asyncio.run(attempt())
+    finally:
+        server.stop()
