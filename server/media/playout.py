@@ -36,7 +36,7 @@ class SyncSettings:
     """For streamed speech: renderable audio needed before it starts (at least a frame)."""
     stream_rebuffer_seconds: float = 0.2
     """For streamed speech whose input ran dry: renderable audio needed to resume."""
-    stream_max_lead_seconds: float = 0.04
+    stream_max_lead_seconds: float = 0.02
     """How far streamed audio may play past the frames its input lets render (the frame
     before is shown meanwhile): the sync tolerance, spent to absorb the frame grid."""
 

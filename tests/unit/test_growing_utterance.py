@@ -110,15 +110,15 @@ def test_speech_starts_on_its_first_frame_and_holds_in_silence_when_input_runs_d
     assert playout.position() == pytest.approx(7 * AUDIO_SAMPLES_PER_FRAME / 48_000, abs=0.021)
 
 
-def test_audio_may_lead_the_renderable_frames_by_the_sync_tolerance(
+def test_audio_may_lead_the_renderable_frames_by_a_little(
     playout: Playout, time_source: FakeTime
 ) -> None:
     utterance = growing(playout, lookahead=1)
     utterance.append(voice(3 * FRAME_SAMPLES))  # frames 0 and 1 renderable; frame 2 awaits look-ahead
     render_available(playout, utterance)
     heard = [a is not None for a in pull_audio(playout, time_source, 15)]
-    # 200 ms of frames plus 40 ms of the third frame's audio, then a wait.
-    assert heard[:12] == [True] * 12 and not any(heard[12:])
+    # 200 ms of frames plus 20 ms of the third frame's audio, then a wait.
+    assert heard[:11] == [True] * 11 and not any(heard[11:])
 
 
 def test_the_end_while_waiting_finishes_it_at_once(playout: Playout, time_source: FakeTime, events: list) -> None:
