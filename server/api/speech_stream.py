@@ -99,7 +99,7 @@ class SpeechSocket:
                 with contextlib.suppress(Refusal):
                     self.incoming.end()
         except Refusal as refusal:
-            if self.incoming is not None:
+            if self.incoming is not None and self.incoming.open:
                 self.incoming.abandon(refusal.message)
             await self._refuse(refusal)
         finally:

@@ -38,7 +38,7 @@ class SyncSettings:
     """For streamed speech whose input ran dry: renderable audio needed to resume."""
     stream_max_lead_seconds: float = 0.02
     """How far streamed audio may play past the frames its input lets render (the frame
-    before is shown meanwhile): the sync tolerance, spent to absorb the frame grid."""
+    before is shown meanwhile): a little slack against the frame grid, well within sync."""
 
 
 @dataclass
@@ -197,7 +197,8 @@ class Playout:
         if self._utterance is not None:
             raise RuntimeError("an utterance is already pending or playing")
         self._make_current(utterance)
-        self._measure_start = True
+        # A streamed one waits for its client's audio: that is no measure of rendering.
+        self._measure_start = not utterance.streamed
 
     def stage(self, utterance: Utterance) -> None:
         """Play `utterance` right after the current one; place it at `counter_after_current`."""

@@ -60,6 +60,8 @@ class Utterance:
         self.chunk_duration = chunk_duration
         self.lookahead_frames = lookahead_frames
         self.complete = complete
+        self.streamed = not complete
+        """Whether it began without its audio (its start delay says nothing of rendering)."""
         self._buffer = np.asarray(samples, dtype=np.float32)
         self._length = len(self._buffer)
         self.samples = self._buffer  # a view of what has arrived, for a growing one
