@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from server.api import avatars, monitoring, pages, renders, server_offer, sessions, text, whep
+from server.api import (
+    avatars, monitoring, pages, renders, server_offer, sessions, speech_stream, text, whep,
+)
 from server.api.access import AccessPolicy
 from server.api.docs import install_docs
 from server.api.errors import install_error_handlers
@@ -73,6 +75,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.include_router(whep.router)
     app.include_router(whep.preflight)
     app.include_router(text.router)
+    app.include_router(speech_stream.router)
     app.include_router(avatars.router)
     app.include_router(renders.router)
     app.include_router(pages.router)

@@ -61,6 +61,22 @@ class Settings:
     audio_max_lead_seconds: float = _env("WEBRTC_AUDIO_MAX_LEAD_SECONDS", default=0.08)
     audio_max_lag_seconds: float = _env("WEBRTC_AUDIO_MAX_LAG_SECONDS", default=0.12)
 
+    # Streamed speech in (README, "Streaming speech in")
+    stream_prebuffer_seconds: float = _env("STREAM_PREBUFFER_SECONDS", default=0.05)
+    """Renderable audio a streamed utterance needs before it starts (at least one frame)."""
+    stream_rebuffer_seconds: float = _env("STREAM_REBUFFER_SECONDS", default=0.2)
+    """After streamed input ran dry: renderable audio needed before speech resumes."""
+    stream_max_buffer_seconds: float = _env("STREAM_MAX_BUFFER_SECONDS", default=10.0)
+    """Audio a client may send ahead of playback; beyond it the server stops reading."""
+    stream_max_message_bytes: int = _env("STREAM_MAX_MESSAGE_BYTES", default=1024 * 1024)
+    """Largest WebSocket message of streamed speech."""
+    stream_idle_timeout_seconds: float = _env("STREAM_IDLE_TIMEOUT_SECONDS", default=10.0)
+    """A streamed utterance that gets nothing for this long is ended with what arrived."""
+    stream_encoded_input: bool = _env("STREAM_ENCODED_INPUT", default=False)
+    """Accept mp3 / ogg_opus on the streaming endpoints. They are decoded in the server
+    process, not in the isolated decode workers (raw PCM needs no decoder): off unless the
+    clients are trusted."""
+
     # Network
     stun_urls: tuple[str, ...] = _env("WEBRTC_STUN_URLS", default=DEFAULT_STUN_URLS)
     turn_urls: tuple[str, ...] = _env("WEBRTC_TURN_URLS", default=())
@@ -238,6 +254,8 @@ class Settings:
             "audio_prebuffer_seconds",
             "audio_max_lead_seconds",
             "audio_max_lag_seconds",
+            "stream_prebuffer_seconds",
+            "stream_rebuffer_seconds",
         ):
             if not 0 <= getattr(self, name) <= 5:
                 problems.append(f"{_env_name(name)} must be between 0 and 5 seconds")
@@ -246,12 +264,14 @@ class Settings:
             "events_listener_backlog",
             "decode_workers", "decode_max_in_flight", "decode_max_sample_rate",
             "decode_max_channels", "renders_max_jobs", "renders_max_running",
+            "stream_max_message_bytes",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{_env_name(name)} must be at least 1")
         for name in (
             "session_idle_ttl_seconds", "max_audio_seconds", "avatar_max_video_seconds",
             "events_heartbeat_seconds", "renders_ttl_seconds",
+            "stream_max_buffer_seconds", "stream_idle_timeout_seconds",
             "decode_cpu_seconds", "decode_timeout_seconds", "avatar_decode_cpu_seconds",
         ):
             if getattr(self, name) <= 0:

@@ -151,6 +151,18 @@ class StreamAccepted(BaseModel):
     )
 
 
+class StreamedSpeechResult(BaseModel):
+    session_id: str
+    utterance_id: str
+    duration_seconds: float = Field(description="Seconds of audio received.")
+    mode: Literal["reject", "queue", "interrupt"]
+    queue_position: int = Field(description="Where it went when the upload began (0: next).")
+    state: str = Field(description="pending, playing, finished or cancelled when the body ended.")
+    format: str
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
 class InterruptResult(BaseModel):
     session_id: str
     interrupted: CutUtterance | None = Field(description="What was cut; null when nothing played.")
@@ -182,6 +194,12 @@ class SyncInfo(BaseModel):
     video_frames_late: int
     video_frames_held: int
     last_start_delay: float | None
+    input_underruns: int = Field(
+        default=0, description="Times streamed speech ran out of input (the avatar held, mouth closed, silent)."
+    )
+    input_wait_seconds: float = Field(
+        default=0.0, description="Seconds of silence sent while streamed speech waited for input."
+    )
 
 
 class MediaInfo(BaseModel):

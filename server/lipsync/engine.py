@@ -71,6 +71,12 @@ class LipSyncEngine(abc.ABC):
 
     name: str
     default_max_batch: int
+    audio_lookahead_seconds: float = 0.0
+    """Audio after a frame's own that its features look at; streamed speech renders a
+    frame only once that much more has arrived (or the utterance ended)."""
+    audio_context_seconds: float = 0.0
+    """Audio before a frame that its features look at (the sliding context streamed
+    speech gives `audio_features`)."""
 
     @abc.abstractmethod
     def load_avatar(self, avatar: Avatar) -> LoadedAvatar:

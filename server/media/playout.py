@@ -32,6 +32,13 @@ class SyncSettings:
     prebuffer_seconds: float = 0.2
     max_lead_seconds: float = 0.08
     max_lag_seconds: float = 0.12
+    stream_prebuffer_seconds: float = 0.05
+    """For streamed speech: renderable audio needed before it starts (at least a frame)."""
+    stream_rebuffer_seconds: float = 0.2
+    """For streamed speech whose input ran dry: renderable audio needed to resume."""
+    stream_max_lead_seconds: float = 0.02
+    """How far streamed audio may play past the frames its input lets render (the frame
+    before is shown meanwhile): a little slack against the frame grid, well within sync."""
 
 
 @dataclass
@@ -52,12 +59,18 @@ class SyncStats:
     """Seconds of speech audio sent."""
     last_start_delay: float | None = None
     """Seconds from accepting the last utterance to its first audible sample."""
+    input_underruns: int = 0
+    """Times streamed speech ran out of input: the avatar held, mouth closed, in silence."""
+    input_wait_seconds: float = 0.0
+    """Seconds of silence sent while streamed speech waited for its input."""
 
 
 class PlayoutEventKind(enum.Enum):
     SPEAKING_STARTED = "speaking_started"
     SPEAKING_ENDED = "speaking_ended"
     UTTERANCE_CANCELLED = "utterance_cancelled"
+    INPUT_UNDERRUN = "input_underrun"
+    INPUT_RESUMED = "input_resumed"
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ class PlayoutEvent:
     start_delay: float | None = None
     """For speaking_started: seconds from acceptance to this first audible sample, when
     that measures rendering (not for an utterance that waited behind another)."""
+    waited_seconds: float = 0.0
+    """For input_resumed: seconds the streamed utterance waited for its input."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,7 @@ class _Anchor:
     time: float
     position: float  # utterance seconds
     holding: bool
+    starved: bool = False  # holding because streamed input has not arrived: mouth closed
 
 
 class Playout:
@@ -133,6 +149,7 @@ class Playout:
         self._anchor: _Anchor | None = None
         self._position = 0  # samples of the current utterance sent
         self._holding = False
+        self._starved_since: float | None = None  # media time streamed input ran dry
         # The last finished utterance, for video frames that are still before its end.
         self._finished: tuple[Utterance, _Anchor] | None = None
         self._audio_next = 0  # index of the next audio frame expected
@@ -180,7 +197,8 @@ class Playout:
         if self._utterance is not None:
             raise RuntimeError("an utterance is already pending or playing")
         self._make_current(utterance)
-        self._measure_start = True
+        # A streamed one waits for its client's audio: that is no measure of rendering.
+        self._measure_start = not utterance.streamed
 
     def stage(self, utterance: Utterance) -> None:
         """Play `utterance` right after the current one; place it at `counter_after_current`."""
@@ -201,9 +219,12 @@ class Playout:
         self._anchor = None
         self._position = 0
         self._holding = False
+        self._starved_since = None
 
     def prebuffer_frames(self, utterance: Utterance) -> int:
         """Frames that must be rendered before `utterance` may start playing."""
+        if not utterance.complete:
+            return max(1, math.ceil(self.sync.stream_prebuffer_seconds * utterance.fps - TIME_EPSILON))
         wanted = math.ceil(self.sync.prebuffer_seconds * utterance.fps - TIME_EPSILON)
         return min(utterance.frame_count, max(1, wanted))
 
@@ -304,9 +325,15 @@ class Playout:
 
         position = self._position
         seconds = position / AUDIO_SAMPLE_RATE
+        if utterance.complete and position >= len(utterance.samples):
+            # A streamed one whose end came while it waited for input: it ends here.
+            self._finish(utterance, t, t)
+            return None
+        if self._input_starved(utterance, t, seconds):
+            return None
         rendered_until = utterance.ready / utterance.fps
         audio_until = (position + AUDIO_SAMPLES_PER_FRAME) / AUDIO_SAMPLE_RATE
-        behind = utterance.ready < utterance.frame_count
+        behind = not utterance.complete or utterance.ready < utterance.frame_count
         if behind and audio_until - rendered_until > self.sync.max_lead_seconds + TIME_EPSILON:
             if not self._holding:
                 self.stats.audio_holds += 1
@@ -320,11 +347,48 @@ class Playout:
         samples = utterance.samples[position : position + AUDIO_SAMPLES_PER_FRAME]
         self._position = position + AUDIO_SAMPLES_PER_FRAME
         self.stats.speech_seconds += len(samples) / AUDIO_SAMPLE_RATE
-        if self._position >= len(utterance.samples):
+        if utterance.complete and self._position >= len(utterance.samples):
             self._finish(utterance, t + len(samples) / AUDIO_SAMPLE_RATE, audio_frame_time(n + 1))
         if len(samples) < AUDIO_SAMPLES_PER_FRAME:
             samples = np.pad(samples, (0, AUDIO_SAMPLES_PER_FRAME - len(samples)))
         return samples
+
+    def _input_starved(self, utterance: Utterance, t: float, seconds: float) -> bool:
+        """Whether a streamed utterance must wait for input at media time `t`: its next
+        audio frame would pass the frames its input lets render. It then sends silence and
+        shows the avatar frame it is on with the mouth closed, until `stream_rebuffer_seconds`
+        more can be rendered (or the input ended)."""
+        if utterance.complete and self._starved_since is None:
+            return False
+        renderable = utterance.available_frames / utterance.fps
+        received = utterance.received / AUDIO_SAMPLE_RATE
+        playable = min(received, renderable + self.sync.stream_max_lead_seconds)
+        if self._starved_since is not None:
+            ahead = renderable - seconds
+            resume = utterance.complete or ahead >= self.sync.stream_rebuffer_seconds - TIME_EPSILON
+            if resume:
+                waited = t - self._starved_since
+                self._starved_since = None
+                self._emit_input(PlayoutEventKind.INPUT_RESUMED, utterance, t, seconds, waited)
+                return False
+        elif seconds + AUDIO_PTIME > playable + TIME_EPSILON:
+            self._starved_since = t
+            self.stats.input_underruns += 1
+            self._emit_input(PlayoutEventKind.INPUT_UNDERRUN, utterance, t, seconds, 0.0)
+        else:
+            return False
+        self.stats.input_wait_seconds += AUDIO_PTIME
+        self._anchor = _Anchor(t, seconds, holding=True, starved=True)
+        return True
+
+    def _emit_input(
+        self, kind: PlayoutEventKind, utterance: Utterance, t: float, seconds: float, waited: float
+    ) -> None:
+        if self._on_event is not None:
+            self._on_event(
+                PlayoutEvent(kind, utterance.id, t, seconds, duration_seconds=utterance.duration,
+                             waited_seconds=waited)
+            )
 
     def _begin(self, utterance: Utterance, t: float) -> None:
         utterance.state = UtteranceState.PLAYING
@@ -375,7 +439,10 @@ class Playout:
             and t >= utterance.start_time - TIME_EPSILON
         ):
             position = self._speech_position(t, anchor, count=True)
-            if position < utterance.duration:
+            if anchor.starved:
+                j = min(frame_index(position, utterance.fps), utterance.frame_count - 1)
+                return self._idle_pick(utterance.start_counter + j)
+            if position < utterance.duration or not utterance.complete:
                 return self._speech_pick(utterance, position)
             # The audio is about to finish: continue the idle loop from its end.
             end = anchor.time + (utterance.duration - anchor.position)

@@ -1,4 +1,4 @@
-"""One uploaded piece of speech: its audio and the video frames rendered for it."""
+"""One piece of speech: its audio (whole, or still arriving) and the frames rendered for it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import numpy as np
 from server.media.clock import AUDIO_SAMPLE_RATE
 
 _ids = itertools.count(1)
+# A streaming resampler holds back a few samples (soxr's quick one: 4 at 24 -> 48 kHz);
+# a frame that lacks no more than this at the end of its audio may be rendered already.
+AVAILABLE_SLACK_SAMPLES = 48
 
 
 class UtteranceState(enum.Enum):
@@ -34,6 +37,12 @@ class Utterance:
 
     Frame `j` shows utterance time [j / fps, (j + 1) / fps) and is rendered from avatar
     frame counter `start_counter + j` (see `Playout`).
+
+    A *growing* utterance (`complete=False`, streamed speech) starts without its audio:
+    `append` adds samples as they arrive and `end` marks it complete. Until then
+    `duration` and `frame_count` count what has arrived, `chunks` is empty, and only
+    `available_frames` may be rendered: those whose audio, and `lookahead_frames` after
+    it (what the engine looks at beyond a frame), has arrived.
     """
 
     def __init__(
@@ -42,18 +51,22 @@ class Utterance:
         fps: float,
         start_counter: int,
         chunk_duration: float,
+        complete: bool = True,
+        lookahead_frames: int = 0,
     ) -> None:
         self.id = f"u{next(_ids)}"
-        self.samples = samples
         self.fps = fps
         self.start_counter = start_counter
-        self.duration = len(samples) / AUDIO_SAMPLE_RATE
-        self.frame_count = max(1, math.ceil(self.duration * fps - 1e-9))
-        frames_per_chunk = max(1, round(chunk_duration * fps))
-        self.chunks = [
-            FrameChunk(i, range(start, min(start + frames_per_chunk, self.frame_count)))
-            for i, start in enumerate(range(0, self.frame_count, frames_per_chunk))
-        ]
+        self.chunk_duration = chunk_duration
+        self.lookahead_frames = lookahead_frames
+        self.complete = complete
+        self.streamed = not complete
+        """Whether it began without its audio (its start delay says nothing of rendering)."""
+        self._buffer = np.asarray(samples, dtype=np.float32)
+        self._length = len(self._buffer)
+        self.samples = self._buffer  # a view of what has arrived, for a growing one
+        self.chunks: list[FrameChunk] = []
+        self._update_length()
         self.state = UtteranceState.PENDING
         self.start_time: float | None = None  # media time its audio starts
         self.end_time: float | None = None  # media time its audio ended
@@ -62,6 +75,55 @@ class Utterance:
         self._frames: dict[int, np.ndarray] = {}
         self._ready = 0  # frames 0 .. _ready - 1 are all rendered
         self._oldest_kept = 0
+
+    def _update_length(self) -> None:
+        self.samples = self._buffer[: self._length]
+        self.duration = self._length / AUDIO_SAMPLE_RATE
+        self.frame_count = max(1, math.ceil(self.duration * self.fps - 1e-9))
+        if self.complete:
+            frames_per_chunk = max(1, round(self.chunk_duration * self.fps))
+            self.chunks = [
+                FrameChunk(i, range(start, min(start + frames_per_chunk, self.frame_count)))
+                for i, start in enumerate(range(0, self.frame_count, frames_per_chunk))
+            ]
+
+    # --- growing ---------------------------------------------------------------------
+
+    def append(self, samples: np.ndarray) -> None:
+        """Add audio (float32 mono 48 kHz) at the end of a growing utterance."""
+        if self.complete:
+            raise RuntimeError("the utterance is complete")
+        needed = self._length + len(samples)
+        if needed > len(self._buffer):
+            grown = np.zeros(max(needed, 2 * len(self._buffer), AUDIO_SAMPLE_RATE), np.float32)
+            grown[: self._length] = self._buffer[: self._length]
+            self._buffer = grown
+        self._buffer[self._length : needed] = samples
+        self._length = needed
+        self._update_length()
+
+    def end(self) -> None:
+        """Mark a growing utterance complete: its duration and frame count are final."""
+        if self.complete:
+            return
+        self.complete = True
+        self._buffer = self._buffer[: self._length].copy()
+        self._update_length()
+
+    @property
+    def received(self) -> int:
+        """Samples arrived so far (all of them once complete)."""
+        return self._length
+
+    @property
+    def available_frames(self) -> int:
+        """Frames that may be rendered now: all once complete, else those whose audio
+        and look-ahead has arrived."""
+        if self.complete:
+            return self.frame_count
+        arrived = self._length + AVAILABLE_SLACK_SAMPLES
+        whole = math.floor(arrived * self.fps / AUDIO_SAMPLE_RATE + 1e-9)
+        return max(0, whole - self.lookahead_frames)
 
     @property
     def ready(self) -> int:

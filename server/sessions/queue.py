@@ -169,6 +169,19 @@ class SpeechQueue:
             self._drop(utterance, "rendering failed")
         self._advance()
 
+    def discard(self, utterance: Utterance, reason: str) -> None:
+        """Drop one utterance wherever it is (streamed speech abandoned by its client)."""
+        if self._playout.utterance is utterance:
+            self._requeue_upcoming()
+            self._cut(reason)
+        elif self._playout.upcoming is utterance:
+            self._playout.unstage()
+            self._drop(utterance, reason)
+        elif utterance in self._waiting:
+            self._waiting.remove(utterance)
+            self._drop(utterance, reason)
+        self._advance()
+
     def ended(self) -> None:
         """The current utterance ended or was cut: stage what plays after the next one."""
         self._advance()
@@ -190,7 +203,12 @@ class SpeechQueue:
             utterance.place(playout.next_start_counter())
             playout.accept(utterance)
             self._start_render(utterance)
-        if playout.utterance is not None and playout.upcoming is None and self._waiting:
+        if (
+            playout.utterance is not None
+            and playout.utterance.complete  # a streamed one's end, hence the next start, is unknown
+            and playout.upcoming is None
+            and self._waiting
+        ):
             utterance = self._waiting.popleft()
             utterance.place(playout.counter_after_current())
             playout.stage(utterance)

@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from server.sessions.queue import (
     SpeechQueue,
 )
 from server.sessions.speech import render_utterance
+from server.sessions.streamed_speech import AudioArrival, lookahead_frames, render_growing_utterance
 from server.refusal import Refusal
 from server.settings import Settings
 
@@ -122,6 +124,8 @@ class Session:
                 settings.audio_prebuffer_seconds,
                 settings.audio_max_lead_seconds,
                 settings.audio_max_lag_seconds,
+                stream_prebuffer_seconds=settings.stream_prebuffer_seconds,
+                stream_rebuffer_seconds=settings.stream_rebuffer_seconds,
             ),
             self.clock,
             on_event=self._on_playout_event,
@@ -129,6 +133,10 @@ class Session:
         self._speech = SpeechQueue(
             self.playout, self._render, settings.max_queued_utterances, self._on_dropped
         )
+        self._arrivals: weakref.WeakKeyDictionary[Utterance, AudioArrival] = (
+            weakref.WeakKeyDictionary()
+        )
+        """The growing (streamed) utterances, and what wakes their renderers."""
         self._pc: RTCPeerConnection | None = None
         self._audio: AvatarAudioTrack | None = None
         self._video: AvatarVideoTrack | None = None
@@ -453,13 +461,68 @@ class Session:
             start_counter=0,  # placed by the queue when its turn is next
             chunk_duration=self.params.chunk_duration,
         )
+        return self._admit(utterance, mode, keep_queue)
+
+    def speak_streamed(self, mode: SpeechMode = SpeechMode.REJECT, keep_queue: bool = False) -> Admission:
+        """Admit a growing utterance whose audio arrives through `stream_append`."""
+        self.check_can_speak(mode)
+        utterance = Utterance(
+            np.zeros(0, np.float32),
+            self.params.fps,
+            start_counter=0,
+            chunk_duration=self.params.chunk_duration,
+            complete=False,
+            lookahead_frames=lookahead_frames(
+                self._worker.engine.audio_lookahead_seconds, self.params.fps
+            ),
+        )
+        self._arrivals[utterance] = AudioArrival()
+        return self._admit(utterance, mode, keep_queue)
+
+    def stream_append(self, utterance: Utterance, samples: np.ndarray) -> None:
+        """More audio (float32 mono 48 kHz) of a streamed utterance."""
+        if not utterance.active or utterance.complete or not len(samples):
+            return
+        utterance.append(samples)
+        self._wake(utterance)
+        self.touch()
+
+    def stream_end(self, utterance: Utterance) -> None:
+        """A streamed utterance's audio is complete; one with none is dropped."""
+        if utterance.complete or not utterance.active:
+            return
+        if utterance.received == 0:
+            self.stream_abandon(utterance, "no audio")
+            return
+        utterance.end()
+        self._wake(utterance)
+        self.events.publish(
+            "utterance_complete", utterance_id=utterance.id,
+            duration_seconds=round(utterance.duration, 3),
+        )
+        self._speech.ended()  # what follows it may be staged now that its end is known
+        self._update_state()
+
+    def stream_abandon(self, utterance: Utterance, reason: str) -> None:
+        """Drop a streamed utterance (its client failed or went away before its end)."""
+        if utterance.active:
+            self._speech.discard(utterance, reason)
+            self._update_state()
+
+    def _wake(self, utterance: Utterance) -> None:
+        arrival = self._arrivals.get(utterance)
+        if arrival is not None:
+            arrival.notify()
+
+    def _admit(self, utterance: Utterance, mode: SpeechMode, keep_queue: bool) -> Admission:
         admission = self._speech.speak(utterance, mode, keep_queue)
         self.events.publish(
             "utterance_queued",
             utterance_id=utterance.id,
             position=admission.position,
-            duration_seconds=round(utterance.duration, 3),
+            duration_seconds=round(utterance.duration, 3) if utterance.complete else None,
             mode=mode.value,
+            streamed=not utterance.complete,
         )
         self._update_state()
         self.touch()
@@ -479,6 +542,12 @@ class Session:
         return interruption
 
     def _render(self, utterance: Utterance) -> Coroutine[Any, Any, None]:
+        arrival = self._arrivals.get(utterance)
+        if arrival is not None:
+            return render_growing_utterance(
+                utterance, arrival, self.avatar, self._worker, self.playout,
+                self.params.batch_size, self.id, on_failed=self._render_failed,
+            )
         return render_utterance(
             utterance, self.avatar, self._worker, self.playout, self.params.batch_size, self.id,
             on_failed=self._render_failed,
@@ -626,6 +695,13 @@ class Session:
         channel.send(json.dumps(self.state_event().message()))
 
     def _on_playout_event(self, event: PlayoutEvent) -> None:
+        if event.kind in (PlayoutEventKind.INPUT_UNDERRUN, PlayoutEventKind.INPUT_RESUMED):
+            fields = {"utterance_id": event.utterance_id, "media_time": round(event.media_time, 3),
+                      "position_seconds": round(event.played_seconds, 3)}
+            if event.kind is PlayoutEventKind.INPUT_RESUMED:
+                fields["waited_seconds"] = round(event.waited_seconds, 3)
+            self.events.publish(event.kind.value, **fields)
+            return
         if event.kind is not PlayoutEventKind.SPEAKING_STARTED:
             self.touch()
         elif event.start_delay is not None:

@@ -87,6 +87,14 @@ class WindowRule(enum.Enum):
 
 TRAINING_FEATURES_PER_FRAME = 2
 """Features per video frame at 25 fps, the rate MuseTalk was trained at."""
+TRAINING_FPS = 25
+STREAM_CONTEXT_SECONDS = 10.0
+"""Audio before a chunk of streamed speech that whisper sees (see `MuseTalkEngine`)."""
+STREAM_LOOKAHEAD_SECONDS = (CONTEXT_AFTER + 1) / TRAINING_FPS
+"""Audio past a frame its features need: its window reaches CONTEXT_AFTER frames (at
+25 fps) past it, and the log-mel window and whisper's convolutions about one 40 ms step
+further (without that step the last window feature of a streamed frame is off by up to
+~70 % of the largest feature; with it, 0.35 %: tests/unit/test_musetalk_streamed_features.py)."""
 
 
 def window_start(frame: int, fps: float, rule: WindowRule) -> int:

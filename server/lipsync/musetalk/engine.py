@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from server.lipsync.engine import Avatar, LipSyncEngine, LoadedAvatar, RenderRequest
-from server.lipsync.musetalk.audio import AudioFeatures, WindowRule
+from server.lipsync.musetalk.audio import (
+    STREAM_CONTEXT_SECONDS,
+    STREAM_LOOKAHEAD_SECONDS,
+    AudioFeatures,
+    WindowRule,
+)
 from server.avatars.storage import PreparedAvatar
 from server.lipsync.musetalk.avatar import MuseTalkAvatar, prepare_avatar, prepared_latents
 from server.lipsync.musetalk.blending import paste_face
@@ -37,6 +42,10 @@ class MuseTalkEngine(LipSyncEngine):
     """Lip-synced frames from MuseTalk, batched across sessions by the render worker."""
 
     name = "musetalk"
+    audio_lookahead_seconds = STREAM_LOOKAHEAD_SECONDS
+    # Streamed speech runs whisper over this much audio before a chunk (a 30 s segment
+    # holds it and what follows): the features then differ little from the whole file's.
+    audio_context_seconds = STREAM_CONTEXT_SECONDS
 
     def __init__(
         self,
