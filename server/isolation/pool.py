@@ -53,6 +53,11 @@ class DecodeLimits:
     """For a streaming task: the longest wait for its next item."""
 
 
+RECYCLED = "recycled after a failed task"
+"""How `_replace` names a worker that answered but failed: its heap may be left at the
+limit (FFmpeg reports an allocation failed at RLIMIT_AS as bad data), so it is not reused."""
+
+
 class DecodeError(Refusal):
     """The worker could not decode the file: 400 crashed, 413 past a limit, 422 unusable."""
 
@@ -184,16 +189,20 @@ class DecodePool:
                 self._in_flight -= 1
 
     def call(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` in a worker, blocking this thread until it is done."""
+        """`function(*args)` in a worker, blocking this thread until it is done.
+
+        A worker whose task failed in any way is replaced, not reused: an allocation that
+        failed at the memory limit inside FFmpeg is reported as bad data, and leaves the
+        worker's heap at the limit.
+        """
         worker = self._checkout()
-        healthy = False
+        answered: str | None = None  # the kind of answer, if the worker gave one
         try:
             worker.connection.send((function, args, False, self.limits.cpu_seconds))
-            kind, value = self._receive(worker)
-            healthy = kind != "memory"
-            return self._result(kind, value)
+            answered, value = self._receive(worker)
+            return self._result(answered, value)
         finally:
-            self._checkin(worker, healthy)
+            self._checkin(worker, answered)
 
     def stream(self, function: Callable[..., Any], *args: Any) -> Iterator[Any]:
         """The items of generator `function(*args)`, produced in a worker as they are read.
@@ -202,7 +211,7 @@ class DecodePool:
         worker, which is replaced.
         """
         worker = self._checkout()
-        healthy = False
+        answered: str | None = None
         try:
             worker.connection.send((function, args, True, self.limits.cpu_seconds))
             while True:
@@ -210,12 +219,12 @@ class DecodePool:
                 if kind == "item":
                     yield value
                     continue
-                healthy = kind != "memory"
+                answered = kind
                 if kind == "end":
                     return
                 self._result(kind, value)
         finally:
-            self._checkin(worker, healthy)
+            self._checkin(worker, answered)
 
     # --- inside ------------------------------------------------------------------------------
 
@@ -235,25 +244,31 @@ class DecodePool:
                 return worker
             self._replace(worker, "found dead")
 
-    def _checkin(self, worker: _Worker, healthy: bool) -> None:
+    def _checkin(self, worker: _Worker, answered: str | None) -> None:
+        """Reuse a worker whose task succeeded; replace any other (`answered`: the kind of
+        its last answer, None when it gave none: it crashed, hung or was left mid-stream)."""
         if self._closed:
             return
-        if healthy and worker.alive():
+        if answered in ("ok", "end") and worker.alive():
             self._idle.put(worker)
+        elif answered is not None and worker.alive():
+            self._replace(worker, RECYCLED)
         else:
             self._replace(worker, "lost")
 
     def _replace(self, worker: _Worker, how: str) -> None:
-        self.crashes += 1
-        if self._on_replaced is not None:
-            self._on_replaced(how.replace(" ", "_"))
+        if how != RECYCLED:  # a worker that refused a file is not a crash
+            self.crashes += 1
+            if self._on_replaced is not None:
+                self._on_replaced(how.replace(" ", "_"))
         worker.stop()
         with self._lock:
             self._workers.discard(worker)
             if self._closed:
                 return
             fresh = self._new_worker()
-        logger.warning(
+        logger.log(
+            logging.INFO if how == RECYCLED else logging.WARNING,
             "%s pool: worker %s %s (exit code %s); started worker %s",
             self.name, worker.pid, how, worker.process.exitcode, fresh.pid,
         )
