@@ -102,6 +102,11 @@ class SpeakingSession:
         self.session_id = created.json()["session_id"]
         self.peer = ClientPeer(self.http, self.session_id)
         await self.peer.connect(CONNECT_TIMEOUT_SECONDS)
+        # Events are sent on the channel only once it is open (the session then sends its
+        # state): before that, a probe's speaking_started would be missed.
+        deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
+        while not self.peer.received.events and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         if self.peer is not None:
