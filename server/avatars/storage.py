@@ -146,7 +146,10 @@ class PreparedAvatar(Avatar):
 
 def stored_latents(directory: Path) -> list[str]:
     """`engine/version` of every latents file in an avatar folder."""
-    return sorted(f"{p.parent.name}/{p.stem}" for p in (directory / LATENTS_DIR).glob("*/*.npz"))
+    try:
+        return sorted(f"{p.parent.name}/{p.stem}" for p in (directory / LATENTS_DIR).glob("*/*.npz"))
+    except FileNotFoundError:  # the avatar is being replaced by a new preparation right now
+        return []
 
 
 # --- lossless video files ------------------------------------------------------------------
