@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -28,6 +27,7 @@ from server.media.rtc import restrict_host_addresses, rtc_configuration
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
 from server.metrics import ServerMetrics
+from server.sessions.channels import NATIVE, ChannelDialect
 from server.sessions.events import EventFanout, SessionEvent
 from server.sessions.queue import (
     INTERRUPTED,
@@ -140,7 +140,9 @@ class Session:
         self._pc: RTCPeerConnection | None = None
         self._audio: AvatarAudioTrack | None = None
         self._video: AvatarVideoTrack | None = None
-        self._channels: list[RTCDataChannel] = []
+        self._channels: list[tuple[RTCDataChannel, ChannelDialect]] = []
+        # Client-created channels the session talks on, by label, with their dialect.
+        self._channel_dialects: dict[str, ChannelDialect] = {EVENTS_CHANNEL_LABEL: NATIVE}
         self.connection_id: str | None = None
         """A fresh id for each peer connection (a WHEP resource is one); None without one."""
         self._early_candidates: list[RTCIceCandidate | None] = []
@@ -306,16 +308,18 @@ class Session:
             raise NegotiationError(f"The offer could not be used: {error}") from None
         return pc, audio, video
 
-    async def create_offer(self, channel_label: str = EVENTS_CHANNEL_LABEL) -> RTCSessionDescription:
+    async def create_offer(
+        self, channel_label: str = EVENTS_CHANNEL_LABEL, dialect: ChannelDialect = NATIVE
+    ) -> RTCSessionDescription:
         """The server-offer flow: offer a new peer connection (sendonly audio and video, and
-        the events channel under `channel_label`, created by the server), replacing any
-        earlier one; the client's answer goes to `accept_answer`."""
+        the events channel under `channel_label`, created by the server and speaking
+        `dialect`), replacing any earlier one; the client's answer goes to `accept_answer`."""
         async with self._negotiation:
             pc = await self._new_connection()
             self._new_tracks()
             pc.addTransceiver(self._audio, direction="sendonly")
             pc.addTransceiver(self._video, direction="sendonly")
-            self._add_channel(pc.createDataChannel(channel_label))
+            self._add_channel(pc.createDataChannel(channel_label), dialect)
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
             try:
                 await pc.setLocalDescription(await pc.createOffer())
@@ -597,7 +601,7 @@ class Session:
 
     async def _close_connection(self, pc: RTCPeerConnection, reason: str) -> None:
         """Close a connection that is no longer (or never became) the session's."""
-        self._channels[:] = [c for c in self._channels if c.transport is not pc.sctp]
+        self._channels[:] = [(c, d) for c, d in self._channels if c.transport is not pc.sctp]
         self._speech.clear(reason)
         self._log.info("session %s: closing peer connection (%s)", self.id, reason)
         # Shielded: a second close() of aiortc's awaits the first one's future, and a task
@@ -680,19 +684,36 @@ class Session:
             self._published_state = state
             self.events.publish("state", state=state)
 
+    def accept_channel(self, label: str, dialect: ChannelDialect) -> None:
+        """Talk `dialect` on the data channels the client creates under `label` (the
+        native `events` label is always accepted)."""
+        self._channel_dialects[label] = dialect
+
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label == EVENTS_CHANNEL_LABEL:
-            self._add_channel(channel)
+        dialect = self._channel_dialects.get(channel.label)
+        if dialect is not None:
+            self._add_channel(channel, dialect)
 
-    def _add_channel(self, channel: RTCDataChannel) -> None:
-        """Send the session's events on `channel`, its state first."""
-        self._channels.append(channel)
-        channel.on("open", lambda: self._send_state(channel))
+    def _add_channel(self, channel: RTCDataChannel, dialect: ChannelDialect = NATIVE) -> None:
+        """Send the session's events on `channel` in `dialect`, its state first, and give
+        what the client sends on it to the dialect."""
+        self._channels.append((channel, dialect))
+        channel.on("open", lambda: self._send_state(channel, dialect))
+        channel.on("message", lambda message: self._on_channel_message(dialect, message))
         if channel.readyState == "open":
-            self._send_state(channel)
+            self._send_state(channel, dialect)
 
-    def _send_state(self, channel: RTCDataChannel) -> None:
-        channel.send(json.dumps(self.state_event().message()))
+    def _send_state(self, channel: RTCDataChannel, dialect: ChannelDialect) -> None:
+        for text in dialect.encode(self.state_event()):
+            channel.send(text)
+
+    def _on_channel_message(self, dialect: ChannelDialect, message: str | bytes) -> None:
+        if self.closed:
+            return
+        try:
+            dialect.receive(self, message)
+        except Exception:  # a client's message must never break the session
+            self._log.exception("session %s: a data channel message failed", self.id)
 
     def _on_playout_event(self, event: PlayoutEvent) -> None:
         if event.kind in (PlayoutEventKind.INPUT_UNDERRUN, PlayoutEventKind.INPUT_RESUMED):
@@ -727,10 +748,10 @@ class Session:
         self._update_state()
 
     def _send_to_channels(self, event: SessionEvent) -> None:
-        text = json.dumps(event.message())
-        for channel in self._channels:
+        for channel, dialect in self._channels:
             if channel.readyState == "open":
-                channel.send(text)
+                for text in dialect.encode(event):
+                    channel.send(text)
 
     def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
