@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from server.api import (
-    avatars, monitoring, pages, renders, server_offer, sessions, speech_stream, text, whep,
+    avatars, heygen, monitoring, pages, renders, server_offer, sessions, speech_stream, text, whep,
 )
 from server.api.access import AccessPolicy
 from server.api.docs import install_docs
@@ -24,6 +24,7 @@ from server.api.openapi import install_openapi
 from server.api.rate_limit import RateLimits
 from server.core import AvatarServer
 from server.settings import Settings
+from server.vendors.heygen import HeygenStreaming
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
         _log_access(access)
         core = server or AvatarServer(settings)
         app.state.server = core
+        app.state.heygen = HeygenStreaming(core)
         await core.start()
         try:
             yield
@@ -78,6 +80,7 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.include_router(speech_stream.router)
     app.include_router(avatars.router)
     app.include_router(renders.router)
+    app.include_router(heygen.router)
     app.include_router(pages.router)
     app.include_router(monitoring.router)
     app.mount("/player/assets", StaticFiles(directory=pages.PLAYER_DIR), name="player-assets")

@@ -236,6 +236,13 @@ class Settings:
     chat_history_chars: int = _env("CHAT_HISTORY_CHARS", default=16000)
     """Most characters of history sent; older messages go first."""
 
+    # HeyGen Streaming API v1 (README, "Coming from HeyGen")
+    heygen_default_avatar: str = _env("HEYGEN_DEFAULT_AVATAR", default="demo")
+    """The avatar of a `streaming.new` that names none (or `default`)."""
+    heygen_avatar_fallback: str = _env("HEYGEN_AVATAR_FALLBACK", default="")
+    """The avatar used for an `avatar_id`/`avatar_name` this server does not have (HeyGen's
+    names mean nothing here); empty: such a name is refused (404, code 10012)."""
+
     log_level: str = _env("LOG_LEVEL", default="info")
     log_format: str = _env("LOG_FORMAT", default="text")
     """`text` lines, or `json`: one object per line, with `session_id` as a field."""

@@ -9,6 +9,7 @@ the channel's own dialect, and every message the client sends on it goes to that
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from server.sessions.events import SessionEvent
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 class ChannelDialect(Protocol):
     """The wire form of one kind of data channel."""
 
-    def encode(self, event: SessionEvent) -> list[str]:
-        """The messages that tell `event` on this channel (none: this dialect skips it)."""
+    def encode(self, event: SessionEvent) -> Sequence[str | bytes]:
+        """The messages that tell `event` on this channel (none: this dialect skips it);
+        `bytes` go as binary messages."""
         ...
 
     def receive(self, session: Session, message: str | bytes) -> None:
