@@ -2,7 +2,8 @@
 """Time from `create` to the first video frame at a real aiortc client, per way of
 connecting: the client's offer (`/offer`), the server's offer (`/server-offer` and
 `/answer`, candidates sent before the answer) and WHEP (`POST /whep/{id}`, candidates
-trickled with PATCH). The server runs in its own process on loopback (demo engine).
+trickled with PATCH), and HeyGen v1 (`/v1/streaming.new`, candidates to `streaming.ice`
+before `streaming.start`). The server runs in its own process on loopback (demo engine).
 
     .venv/bin/python scripts/bench_first_frame.py [--trials 5] [--surface WHEP ...]
 """
@@ -16,6 +17,7 @@ import time
 import httpx
 
 from benchkit import median, print_table, server_process, write_json
+from tests.heygen_client import HeygenPeer, heygen_new
 from tests.server_offer_client import ServerOfferPeer
 from tests.webrtc_client import ClientPeer
 from tests.whep_client import WhepPeer
@@ -28,13 +30,27 @@ SURFACES = {
 FRAME_TIMEOUT_SECONDS = 15.0
 
 
+async def heygen_peer(http: httpx.AsyncClient) -> HeygenPeer:
+    created = await heygen_new(http)
+    created.raise_for_status()
+    return HeygenPeer(http, created.json()["data"])
+
+
+# Surfaces whose own call creates the session (timed from before it).
+CREATING_SURFACES = {"heygen": heygen_peer}
+
+
 async def first_frame_ms(http: httpx.AsyncClient, surface: str) -> tuple[float, float]:
     """(ms to connected, ms to the first video frame), both from before `create`."""
     started = time.monotonic()
-    created = await http.post("/webrtc/sessions/create")
-    created.raise_for_status()
-    sid = created.json()["session_id"]
-    peer = SURFACES[surface](http, sid)
+    if surface in CREATING_SURFACES:
+        peer = await CREATING_SURFACES[surface](http)
+        sid = peer.session_id
+    else:
+        created = await http.post("/webrtc/sessions/create")
+        created.raise_for_status()
+        sid = created.json()["session_id"]
+        peer = SURFACES[surface](http, sid)
     try:
         await peer.connect()
         connected = time.monotonic()
@@ -68,10 +84,13 @@ async def run(url: str, trials: int, surfaces: list[str]) -> dict[str, dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--surface", action="append", choices=list(SURFACES), help="default: all")
+    parser.add_argument(
+        "--surface", action="append", choices=[*SURFACES, *CREATING_SURFACES], help="default: all"
+    )
     args = parser.parse_args()
     with server_process() as server:
-        results = asyncio.run(run(server.url, args.trials, args.surface or list(SURFACES)))
+        surfaces = args.surface or [*SURFACES, *CREATING_SURFACES]
+        results = asyncio.run(run(server.url, args.trials, surfaces))
     print_table(
         f"create → first video frame ({args.trials} trials each, after one warm-up)",
         ["surface", "connected ms (median)", "first frame ms (median)", "max"],
