@@ -242,6 +242,8 @@ class Settings:
     heygen_avatar_fallback: str = _env("HEYGEN_AVATAR_FALLBACK", default="")
     """The avatar used for an `avatar_id`/`avatar_name` this server does not have (HeyGen's
     names mean nothing here); empty: such a name is refused (404, code 10012)."""
+    heygen_token_ttl_seconds: float = _env("HEYGEN_TOKEN_TTL_SECONDS", default=3600.0)
+    """How long a `streaming.create_token` token stands in for the API key."""
 
     log_level: str = _env("LOG_LEVEL", default="info")
     log_format: str = _env("LOG_FORMAT", default="text")

@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api.access import CONTROL
+from server.api.access import CONTROL, _api_key, _bearer, presented, require_api_key
 from server.api.heygen_schemas import (
+    CreateTokenResponse,
     EmptyResponse,
     HeygenError,
     HeygenSdp,
@@ -34,6 +35,7 @@ from server.api.heygen_schemas import (
     TaskData,
     TaskRequest,
     TaskResponse,
+    TokenData,
 )
 from server.api.rate_limit import limit_creates, limit_uploads
 from server.refusal import Refusal
@@ -83,17 +85,27 @@ COMMON = {
 }
 STATE = {400: _error("A call in the wrong session state (codes 10001-10005: new, connecting, connected, closing, closed).")}
 
+def streaming(request: Request) -> HeygenStreaming:
+    return request.app.state.heygen
+
+
+async def heygen_access(
+    request: Request, _b: Any = Depends(_bearer), _k: Any = Depends(_api_key)
+) -> None:
+    """An API key, or a token of streaming.create_token as `Authorization: Bearer`."""
+    token = presented(request).token
+    if token is not None and streaming(request).tokens.valid(token):
+        return
+    await require_api_key(request)
+
+
 router = APIRouter(
     prefix="/v1",
     tags=["HeyGen Streaming API v1"],
-    dependencies=[CONTROL],
+    dependencies=[Depends(heygen_access)],
     responses={401: COMMON[401]},
     route_class=HeygenRoute,
 )
-
-
-def streaming(request: Request) -> HeygenStreaming:
-    return request.app.state.heygen
 
 
 @router.post(
@@ -221,3 +233,15 @@ async def listed(request: Request) -> ListResponse:
         for session, state in streaming(request).listed()
     ]
     return ListResponse(data=SessionList(sessions=sessions))
+
+
+@router.post(
+    "/streaming.create_token",
+    operation_id="heygen_create_token",
+    response_model=CreateTokenResponse,
+    dependencies=[CONTROL],
+)
+async def create_token(request: Request) -> CreateTokenResponse:
+    """A token for a browser: it stands in for the API key on these calls (as
+    `Authorization: Bearer`) for HEYGEN_TOKEN_TTL_SECONDS; minting one takes the key."""
+    return CreateTokenResponse(data=TokenData(token=streaming(request).tokens.mint()))

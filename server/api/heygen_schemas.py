@@ -134,3 +134,14 @@ class ListResponse(BaseModel):
     code: int = SUCCESS_CODE
     message: str = SUCCESS_MESSAGE
     data: SessionList
+
+
+class TokenData(BaseModel):
+    token: str
+
+
+class CreateTokenResponse(BaseModel):
+    """HeyGen answers this call without the `code` wrapper."""
+
+    error: None = None
+    data: TokenData

@@ -13,6 +13,9 @@ made in the wrong one is refused with HeyGen's code for the state the session is
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +69,9 @@ MAX_STOPPED_REMEMBERED = 1024
 """Ids of stopped sessions kept to answer later calls 'closed' (10005), not 'not found'."""
 STOP_REASON = "stopped by the client (streaming.stop)"
 CHAT_TASK_TYPES = ("chat", "talk")
+MAX_TOKENS = 1024
+"""Live `streaming.create_token` tokens kept at most; past it the oldest go first."""
+TOKEN_BYTES = 32
 
 
 class HeygenRefusal(Refusal):
@@ -156,6 +162,34 @@ class Task:
     duration_ms: float
 
 
+class HeygenTokens:
+    """Tokens from `streaming.create_token`: each stands in for the API key on the
+    `/v1/streaming.*` calls (as `Authorization: Bearer`) until it expires, so that a
+    browser never holds the key. Kept in memory, as digests: a restart ends them."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self._ttl = ttl_seconds
+        self._expiries: OrderedDict[bytes, float] = OrderedDict()
+
+    def mint(self) -> str:
+        now = time.monotonic()
+        for digest in [d for d, expiry in self._expiries.items() if expiry <= now]:
+            del self._expiries[digest]
+        while len(self._expiries) >= MAX_TOKENS:
+            self._expiries.popitem(last=False)
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        self._expiries[_digest(token)] = now + self._ttl
+        return token
+
+    def valid(self, token: str) -> bool:
+        expiry = self._expiries.get(_digest(token))
+        return expiry is not None and expiry > time.monotonic()
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
 class HeygenStreaming:
     """The sessions made through `streaming.new`: their voices, and the stopped ones."""
 
@@ -164,6 +198,7 @@ class HeygenStreaming:
         self._voices: dict[str, str | None] = {}
         """The TTS voice of each HeyGen session (None: the default)."""
         self._stopped: OrderedDict[str, None] = OrderedDict()
+        self.tokens = HeygenTokens(server.settings.heygen_token_ttl_seconds)
 
     async def new(self, request: Any) -> NewSession:
         """Create a session and its server offer for a `NewSessionRequest`."""

@@ -1,7 +1,8 @@
 """HeyGen's own published v1 client, `@heygen/streaming-avatar` 1.0.16 (raw WebRTC against
 `/v1/streaming.*`), drives a session in headless Chromium with only its `basePath`
 changed: from a page of another origin (listed in CORS_ALLOW_ORIGINS) of a server with
-API keys, `createStartAvatar` connects and the idle avatar shows; `speak` makes the mouth
+API keys, with a token its backend got from `streaming.create_token` (never the key),
+`createStartAvatar` connects and the idle avatar shows; `speak` makes the mouth
 move between the data channel's `avatar_start_talking` and `avatar_stop_talking`;
 `interrupt` ends the task early; `stopAvatar` ends the session. The package's own files
 are served by the test (scripts/heygen_sdk.sh fetched them before the network namespace
@@ -40,7 +41,7 @@ OPEN_MOUTH = 0.2
 CLOSED_MOUTH = 0.05
 
 # The page a HeyGen v1 user writes, after the package's README: a video element, the
-# client configured with the server and the key, its events recorded. The package is
+# client configured with the server and the session token, its events recorded. The package is
 # CommonJS (dist/): a `require` over its own files, which the test serves as one JSON.
 PAGE = """<!doctype html><html><head><style>html, body { margin: 0; background: #000; }
 video { display: block; width: 512px; height: 512px; }</style></head>
@@ -69,7 +70,7 @@ try {
   const { Configuration, StreamingAvatarApi } = load("dist/index.js");
   const query = new URLSearchParams(location.hash.slice(1));
   const avatar = new StreamingAvatarApi(new Configuration({
-    basePath: query.get("server"), accessToken: query.get("key"),
+    basePath: query.get("server"), accessToken: query.get("token"),
   }));
   for (const type of ["avatar_start_talking", "avatar_stop_talking"]) {
     avatar.addEventHandler(type, (detail) => heygenTest.events.push({ ...detail, at: Date.now() }));
@@ -154,8 +155,8 @@ class HeygenTab:
         self.blocked.append(url)
         route.abort()
 
-    def open(self) -> None:
-        self.page.goto(f"{self.site.origin}/heygen/index.html#server={self.server}&key={KEY}")
+    def open(self, token: str) -> None:
+        self.page.goto(f"{self.site.origin}/heygen/index.html#server={self.server}&token={token}")
 
     def state(self) -> dict[str, Any]:
         return self.page.evaluate(
@@ -197,7 +198,9 @@ def _event(state: dict[str, Any], kind: str, task_id: str) -> dict[str, Any] | N
 def test_heygens_v1_client_connects_speaks_interrupts_and_stops(
     tab: HeygenTab, keyed_server: LiveServer
 ) -> None:
-    tab.open()
+    with httpx.Client(base_url=keyed_server.url, headers={"X-Api-Key": KEY}) as backend:
+        minted = backend.post("/v1/streaming.create_token", json={}).raise_for_status().json()
+    tab.open(minted["data"]["token"])
     # The first session of a run may prepare the demo avatar first.
     state = tab.wait_for(lambda s: s["connection"] == "connected", 60)
     tab.wait_for(lambda s: s["width"] == 512 and s["time"] > 0.5, 10)

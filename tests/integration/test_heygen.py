@@ -182,3 +182,24 @@ async def test_the_session_limit_is_429_10007() -> None:
     async with running_app(make_settings(max_sessions=1)) as http:
         await created(http)
         refused(await heygen_new(http), 429, 10007)
+
+
+async def test_a_created_token_stands_in_for_the_key_but_cannot_mint_more() -> None:
+    async with running_app(make_settings(api_keys=(KEY,))) as http:
+        minted = await http.post("/v1/streaming.create_token", headers={"X-Api-Key": KEY}, json={})
+        assert minted.status_code == 200, minted.text
+        body = minted.json()
+        assert body["error"] is None and len(body["data"]["token"]) >= 32
+        http.headers["Authorization"] = f"Bearer {body['data']['token']}"
+        assert (await heygen_new(http)).json()["code"] == 100
+        refused(await http.post("/v1/streaming.create_token", json={}), 401, 400112)
+        http.headers["Authorization"] = "Bearer not-a-token-0123456789abcdef"
+        refused(await heygen_new(http), 401, 400112)
+
+
+async def test_a_token_expires() -> None:
+    async with running_app(make_settings(api_keys=(KEY,), heygen_token_ttl_seconds=0.2)) as http:
+        token = (await http.post("/v1/streaming.create_token", headers={"X-Api-Key": KEY})).json()["data"]["token"]
+        await asyncio.sleep(0.3)
+        expired = await http.post("/v1/streaming.new", json={}, headers={"Authorization": f"Bearer {token}"})
+        refused(expired, 401, 400112)
