@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc.sdp import SessionDescription
 
@@ -40,6 +40,9 @@ from server.sessions.session import (
 )
 from server.sessions.text_speech import TextError, speak_text
 from server.vendors.heygen_events import CHANNEL_LABEL, HEYGEN
+
+if TYPE_CHECKING:
+    from server.api.heygen_schemas import NewSessionRequest
 
 # HeyGen's error codes (its API reference, "Error Responses").
 STATE_CODES = {"new": 10001, "connecting": 10002, "connected": 10003, "closing": 10004, "closed": 10005}
@@ -200,7 +203,7 @@ class HeygenStreaming:
         self._stopped: OrderedDict[str, None] = OrderedDict()
         self.tokens = HeygenTokens(server.settings.heygen_token_ttl_seconds)
 
-    async def new(self, request: Any) -> NewSession:
+    async def new(self, request: NewSessionRequest) -> NewSession:
         """Create a session and its server offer for a `NewSessionRequest`."""
         server, settings = self._server, self._server.settings
         if request.version not in (None, "", SUPPORTED_VERSION):

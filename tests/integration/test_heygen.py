@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_settings, running_app
+from tests.fake_openai import FakeOpenAiServer, Script
 from tests.heygen_client import HeygenPeer, heygen_new
 
 pytestmark = pytest.mark.webrtc
@@ -203,3 +204,25 @@ async def test_a_token_expires() -> None:
         await asyncio.sleep(0.3)
         expired = await http.post("/v1/streaming.new", json={}, headers={"Authorization": f"Bearer {token}"})
         refused(expired, 401, 400112)
+
+
+@needs_espeak
+async def test_a_chat_task_speaks_the_llms_reply_with_the_knowledge_base_as_prompt() -> None:
+    with FakeOpenAiServer() as fake:
+        fake.service.script = Script(reply="Hello there, nice to see you. I am fine.")
+        settings = make_settings(llm_url=fake.url, llm_model="tiny", llm_key="sk-test")
+        async with running_app(settings) as http:
+            client = HeygenPeer(http, await created(http, knowledge_base="You are Ada, a test avatar."))
+            try:
+                await client.connect()
+                response = await client.call("task", text="How are you?", task_type="chat")
+                assert response.status_code == 200, response.text
+                task = response.json()["data"]
+                await talking(client, "avatar_start_talking", task["task_id"], timeout=5)
+            finally:
+                await client.close()
+    assert task["duration_ms"] > 1500
+    assert fake.service.chat_requests[0]["messages"] == [
+        {"role": "system", "content": "You are Ada, a test avatar."},
+        {"role": "user", "content": "How are you?"},
+    ]
