@@ -86,10 +86,6 @@ class NginxProxy:
         )
         self._process: subprocess.Popen[bytes] | None = None
 
-    def check(self) -> None:
-        """`nginx -t`: raises with nginx's own words when the config does not load."""
-        subprocess.run(self._command("-t"), check=True, capture_output=True)
-
     def start(self) -> NginxProxy:
         self._process = subprocess.Popen(
             self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=self.prefix

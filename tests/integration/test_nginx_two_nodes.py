@@ -264,3 +264,19 @@ async def test_avatar_calls_go_to_the_node_that_prepares_avatars(
     for _ in range(2):
         assert (await http.get("/avatars")).status_code == 200
     assert {r.upstreams for r in log_of(cluster, "GET", "/avatars")} == {(cluster.address("a"),)}
+
+
+async def test_a_render_is_fetched_from_the_node_that_made_it(cluster: Cluster, http: httpx.AsyncClient) -> None:
+    speech = encode(speech_like(0.5), "wav")
+    owners = set()
+    for _ in NODE_IDS:  # round robin: one render on each node
+        submitted = await http.post("/renders", files={"audio_file": ("speech.wav", speech)})
+        assert submitted.status_code == 202, submitted.text
+        render_id = submitted.json()["render_id"]
+        owners.add(node_of(render_id))
+        assert (await http.get(f"/renders/{render_id}")).status_code == 200
+        assert (await http.delete(f"/renders/{render_id}")).status_code in (200, 204)
+        calls = [r for r in cluster.proxy.routed() if render_id in r.uri]
+        assert len(calls) == 2
+        assert {r.upstreams for r in calls} == {(cluster.owner_address(render_id),)}
+    assert owners == set(NODE_IDS)
