@@ -57,7 +57,7 @@ def cluster() -> Iterator[Cluster]:
     if reason is None and not in_test_network_namespace():
         reason = "not in the test network namespace: run the suite with ./scripts/test"
     if reason is not None:
-        if os.environ.get("CI") == "true":
+        if os.environ.get("CI"):
             pytest.fail(f"CI must run the proxy test, but {reason}")
         pytest.skip(reason)
     nodes = {node_id: ServerProcess({**NODE_ENVIRONMENT, "NODE_ID": node_id}) for node_id in NODE_IDS}

@@ -8,6 +8,7 @@ import secrets
 import pytest
 
 from server.node_ids import node_of, node_scoped
+from server.renders.jobs import FILE_PATTERN
 from server.settings import Settings, SettingsError
 
 URL_SAFE = re.compile(r"[A-Za-z0-9._-]+")
@@ -34,3 +35,11 @@ def test_a_node_id_a_proxy_could_not_match_is_refused(node_id: str) -> None:
 
 def test_node_id_is_read_from_the_environment() -> None:
     assert Settings.from_env({"NODE_ID": "b7"}).node_id == "b7"
+
+
+def test_a_nodes_render_files_are_among_those_a_restart_removes() -> None:
+    render_id = node_scoped("a", "r" + secrets.token_hex(8))
+    assert FILE_PATTERN.match(f"{render_id}.mp4")
+    assert FILE_PATTERN.match(f"{render_id}.mp4.part")
+    assert not FILE_PATTERN.match(f"{render_id}.mp4.bak")
+    assert not FILE_PATTERN.match("avatar.json")
