@@ -22,6 +22,7 @@ from tests.server_process import CREATE_TIMEOUT_SECONDS, ServerProcess
 from tests.speech_streamer import SpeechStreamer, pcm_s16
 from tests.sse_client import EventStream, read_events
 from tests.webrtc_client import ClientPeer
+from tests.whep_client import WhepPeer
 
 pytestmark = pytest.mark.webrtc
 
@@ -290,3 +291,24 @@ async def test_a_render_is_fetched_from_the_node_that_made_it(cluster: Cluster, 
         assert len(calls) == 2
         assert {r.upstreams for r in calls} == {(cluster.owner_address(render_id),)}
     assert owners == set(NODE_IDS)
+
+
+async def test_a_whep_player_watches_a_session_through_the_proxy(
+    cluster: Cluster, http: httpx.AsyncClient
+) -> None:
+    sessions = [(await create(http)).json()["session_id"] for _ in NODE_IDS]
+    for sid in sessions:
+        peer = WhepPeer(http, sid, trickle=True)  # POST the offer, PATCH the candidates
+        try:
+            await peer.connect()
+            assert peer.resource is not None and peer.resource.startswith(f"{cluster.proxy.url}/whep/{sid}/")
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(peer.received.video) < 5:
+                assert asyncio.get_running_loop().time() < deadline, "no video through WHEP"
+                await asyncio.sleep(0.05)
+            assert (await http.delete(peer.resource)).status_code == 200
+        finally:
+            await peer.close()
+        calls = [r for r in cluster.proxy.routed() if r.uri.startswith(f"/whep/{sid}")]
+        assert sorted(r.method for r in calls) == ["DELETE", "PATCH", "POST"]
+        assert {r.upstreams for r in calls} == {(cluster.owner_address(sid),)}
