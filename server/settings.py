@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from server.avatars.recipe import BBOX_SHIFT_LIMIT
+from server.node_ids import valid_node_id
 
 # aiortc's own default; used only when WEBRTC_STUN_URLS is not set at all.
 DEFAULT_STUN_URLS = ("stun:stun.l.google.com:19302",)
@@ -94,6 +95,9 @@ class Settings:
     """Host addresses the server gathers ICE candidates on; empty: every interface."""
 
     # Sessions
+    node_id: str = _env("NODE_ID", default="")
+    """This node's name behind a reverse proxy (README, "Several nodes behind nginx"): the
+    prefix of the session and render ids it mints; empty: a single node, bare ids."""
     max_sessions: int = _env("MAX_SESSIONS", default=16)
     session_idle_ttl_seconds: float = _env("SESSION_IDLE_TTL_SECONDS", default=600.0)
     session_reconnect_grace_seconds: float = _env(
@@ -255,6 +259,8 @@ class Settings:
             problems.append("LIPSYNC_ENGINE must be one of auto, demo, musetalk")
         if self.musetalk_version not in ("auto", "1.5", "1.0"):
             problems.append("MUSETALK_VERSION must be one of auto, 1.5, 1.0")
+        if not valid_node_id(self.node_id):
+            problems.append("NODE_ID must be 1 to 16 lower-case letters or digits (or empty)")
         if self.log_format not in ("text", "json"):
             problems.append("LOG_FORMAT must be one of text, json")
         if self.musetalk_audio_window not in ("centred", "musetalk"):

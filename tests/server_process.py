@@ -1,8 +1,10 @@
-"""`avatar-server serve` in a process of its own, so that a test sees it crash.
+"""`avatar-server serve` in a process of its own, on a loopback port.
 
 A server in the test's own process (tests/live_server.py) takes the test run down with it
-when native code segfaults; here the test watches the process, reads how it ended, and
-can start a fresh one.
+when native code segfaults, and cannot show what the real command does with slow clients,
+signals or a proxy in front. Here the test watches the process, reads how it ended and what
+it logged, can restart it, and can run several at once (the nodes behind nginx). Use it as
+a context manager, or `start()` and `close()` it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import EMPTY_MODELS_DIR, SHARED_AVATARS_DIR, TEST_ENVIRONMENT, TEST_ROOT
+from tests.conftest import EMPTY_MODELS_DIR, TEST_ENVIRONMENT, TEST_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 10.0
+STOP_TIMEOUT_SECONDS = 30.0
 POLL_SECONDS = 0.1
+# Not the in-process tests' folder: a starting server removes the staging folders it finds
+# in AVATARS_DIR, and could remove one that a test in this process is writing. Server
+# processes share this one (the demo avatar is prepared once).
+PROCESS_AVATARS_DIR = TEST_ROOT / "process-avatars"
+CREATE_TIMEOUT_SECONDS = 60.0
+"""The first session of a run prepares the demo avatar: seconds on a busy machine."""
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -41,29 +49,47 @@ def describe_exit(code: int) -> str:
 
 
 class ServerProcess:
-    """The server on loopback in a child process, configured by environment variables."""
+    """The server on loopback in a child process, configured by environment variables
+    (the test environment plus `environment`); a fresh port at each start."""
 
     def __init__(self, environment: dict[str, str] | None = None) -> None:
         self.environment = {
             **TEST_ENVIRONMENT,
-            "AVATARS_DIR": str(SHARED_AVATARS_DIR),
+            "AVATARS_DIR": str(PROCESS_AVATARS_DIR),
             "MODELS_DIR": str(EMPTY_MODELS_DIR),
             "RENDERS_DIR": tempfile.mkdtemp(dir=TEST_ROOT, prefix="renders-"),
             "LOG_LEVEL": "warning",
             "PYTHONFAULTHANDLER": "1",  # a native crash prints the Python stack to the log
             **(environment or {}),
         }
+        self.port = 0
         self.url = ""
         self.starts = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="avatar-server-", suffix=".log", delete=False)
         self._log_offset = 0
 
+    def __enter__(self) -> ServerProcess:
+        if not self.alive():
+            self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The running (or last) process; only after `start()`."""
+        if self._process is None:
+            raise RuntimeError("the server process was not started")
+        return self._process
+
     def start(self) -> ServerProcess:
-        port = free_port()
-        self.url = f"http://{LOOPBACK}:{port}"
+        """Start the server and wait until it answers /health."""
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", LOOPBACK, "--port", str(port)],
+            [sys.executable, "-m", "server", "serve", "--host", LOOPBACK, "--port", str(self.port)],
             cwd=ROOT,
             env={**os.environ, **self.environment},
             stdout=self._log,
@@ -91,12 +117,22 @@ class ServerProcess:
             return None
         return describe_exit(self._process.returncode)
 
+    def connect(self) -> socket.socket:
+        """A raw TCP connection to the server, for clients that misbehave."""
+        return socket.create_connection((LOOPBACK, self.port), timeout=5)
+
+    def terminate(self) -> None:
+        """SIGTERM, as a process manager stops it; `process.wait()` to see it exit."""
+        self.process.send_signal(signal.SIGTERM)
+
     def restart(self) -> None:
         self.stop()
         self.start()
 
     def stop(self) -> None:
-        process, self._process = self._process, None
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_SECONDS; the process is kept for
+        `exit_description()`."""
+        process = self._process
         if process is None or process.poll() is not None:
             return
         process.terminate()
@@ -115,7 +151,12 @@ class ServerProcess:
         self._log_offset += len(text)
         return text.decode(errors="replace")
 
+    def output(self) -> str:
+        """Everything the server wrote, over all its starts."""
+        self._log.flush()
+        return Path(self._log.name).read_bytes().decode(errors="replace")
+
     def close(self) -> None:
         self.stop()
         self._log.close()
-        os.unlink(self._log.name)
+        Path(self._log.name).unlink(missing_ok=True)

@@ -53,7 +53,10 @@ class StreamResult:
 class SpeechStreamer:
     """One WebSocket to `/webrtc/sessions/{id}/speech`; messages from the server are kept."""
 
-    def __init__(self, base_url: str, session_id: str, query: str = "") -> None:
+    def __init__(
+        self, base_url: str, session_id: str, query: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        self.headers = headers or {}
         ws_base = base_url.replace("http://", "ws://", 1)
         self.url = f"{ws_base}/webrtc/sessions/{session_id}/speech" + (f"?{query}" if query else "")
         self.result = StreamResult()
@@ -62,7 +65,7 @@ class SpeechStreamer:
         self._arrived = asyncio.Condition()
 
     async def __aenter__(self) -> SpeechStreamer:
-        self._ws = await websockets.connect(self.url, max_size=None)
+        self._ws = await websockets.connect(self.url, max_size=None, additional_headers=self.headers)
         self._reader = asyncio.ensure_future(self._read())
         return self
 

@@ -19,6 +19,7 @@ from server.avatars.errors import AvatarNotFoundError
 from server.avatars.store import AvatarStore
 from server.lipsync.worker import LipSyncWorker
 from server.media.audio_input import SAMPLE_RATE
+from server.node_ids import NODE_ID_PATTERN, node_scoped
 from server.refusal import Refusal
 from server.renders.clip import frame_count, render_clip
 from server.settings import SettingsError
@@ -26,7 +27,7 @@ from server.settings import SettingsError
 logger = logging.getLogger(__name__)
 
 ID_BYTES = 8
-FILE_PATTERN = re.compile(r"^r[0-9a-f]{16}\.mp4(\.part)?$")
+FILE_PATTERN = re.compile(rf"^({NODE_ID_PATTERN}\.)?r[0-9a-f]{{16}}\.mp4(\.part)?$")
 """The names of the files renders write; only these are removed from RENDERS_DIR."""
 MIN_SWEEP_SECONDS = 1.0
 MAX_SWEEP_SECONDS = 60.0
@@ -96,6 +97,7 @@ class RenderJobs:
         max_running: int,
         ttl_seconds: float,
         max_audio_seconds: float,
+        node_id: str = "",
     ) -> None:
         self.directory = directory
         self._worker = worker
@@ -104,6 +106,7 @@ class RenderJobs:
         self._running = asyncio.Semaphore(max_running)
         self._ttl = ttl_seconds
         self._max_audio_seconds = max_audio_seconds
+        self._node_id = node_id
         self._jobs: dict[str, RenderJob] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -132,7 +135,7 @@ class RenderJobs:
         `max_jobs` are kept and none of them is finished."""
         self.check_avatar(avatar_id)
         self._make_room()
-        render_id = "r" + secrets.token_hex(ID_BYTES)
+        render_id = node_scoped(self._node_id, "r" + secrets.token_hex(ID_BYTES))
         job = RenderJob(render_id, avatar_id, fps, source, self.directory / f"{render_id}.mp4")
         self._jobs[render_id] = job
         job.task = asyncio.create_task(self._run(job, speech), name=f"render-{render_id}")

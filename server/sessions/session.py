@@ -27,6 +27,7 @@ from server.media.rtc import restrict_host_addresses, rtc_configuration
 from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
 from server.metrics import ServerMetrics
+from server.node_ids import node_scoped
 from server.sessions.channels import NATIVE, ChannelDialect
 from server.sessions.events import EventFanout, SessionEvent
 from server.sessions.queue import (
@@ -95,7 +96,7 @@ class Session:
         on_lost: Callable[[Session, str], Awaitable[None]],
         metrics: ServerMetrics | None = None,
     ) -> None:
-        self.id = secrets.token_urlsafe(12)
+        self.id = node_scoped(settings.node_id, secrets.token_urlsafe(12))
         # Lines about this session carry its id as a field (LOG_FORMAT=json).
         self._log = logging.LoggerAdapter(logger, {"session_id": self.id})
         self._metrics = metrics or ServerMetrics()

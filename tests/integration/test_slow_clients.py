@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.server_subprocess import CREATE_TIMEOUT_SECONDS, ServerProcess
+from tests.server_process import CREATE_TIMEOUT_SECONDS, ServerProcess
 
 SLOW_HEAD = b"POST /webrtc/sessions/create HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
