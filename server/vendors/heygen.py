@@ -13,16 +13,19 @@ made in the wrong one is refused with HeyGen's code for the state the session is
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiortc.sdp import SessionDescription
 
-from server.api.access import AccessRefused
+from server.api.access import AccessRefused, load_api_keys
 from server.api.rate_limit import RateLimitedError
 from server.avatars.errors import AvatarNotFoundError
 from server.chat.turn import ChatBusyError, ChatTurn
@@ -72,8 +75,9 @@ MAX_STOPPED_REMEMBERED = 1024
 """Ids of stopped sessions kept to answer later calls 'closed' (10005), not 'not found'."""
 STOP_REASON = "stopped by the client (streaming.stop)"
 CHAT_TASK_TYPES = ("chat", "talk")
-MAX_TOKENS = 1024
-"""Live `streaming.create_token` tokens kept at most; past it the oldest go first."""
+TOKEN_CONTEXT = b"avatar-server heygen token\n"
+"""Mixed into the signing secret, so that it is used for nothing else."""
+MAX_EXPIRY_DIGITS = 15
 TOKEN_BYTES = 32
 
 
@@ -168,29 +172,35 @@ class Task:
 class HeygenTokens:
     """Tokens from `streaming.create_token`: each stands in for the API key on the
     `/v1/streaming.*` calls (as `Authorization: Bearer`) until it expires, so that a
-    browser never holds the key. Kept in memory, as digests: a restart ends them."""
+    browser never holds the key.
 
-    def __init__(self, ttl_seconds: float) -> None:
+    A token is its expiry (epoch milliseconds) and random bytes, signed (HMAC-SHA256) with a
+    secret derived from the server's API keys: nothing is stored, so a token minted by one
+    node is good on every node that has the same keys (behind a proxy, README "Several
+    nodes behind nginx"), and it survives restarts. Changing the keys ends every token."""
+
+    def __init__(self, ttl_seconds: float, api_keys: Iterable[str]) -> None:
         self._ttl = ttl_seconds
-        self._expiries: OrderedDict[bytes, float] = OrderedDict()
+        material = "\n".join(sorted(api_keys)).encode("utf-8", "surrogatepass")
+        self._secret = hashlib.sha256(TOKEN_CONTEXT + material).digest()
 
     def mint(self) -> str:
-        now = time.monotonic()
-        for digest in [d for d, expiry in self._expiries.items() if expiry <= now]:
-            del self._expiries[digest]
-        while len(self._expiries) >= MAX_TOKENS:
-            self._expiries.popitem(last=False)
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        self._expiries[_digest(token)] = now + self._ttl
-        return token
+        expiry = int((time.time() + self._ttl) * 1000)
+        body = f"{expiry}.{secrets.token_urlsafe(TOKEN_BYTES)}"
+        return f"{body}.{self._sign(body)}"
 
     def valid(self, token: str) -> bool:
-        expiry = self._expiries.get(_digest(token))
-        return expiry is not None and expiry > time.monotonic()
+        body, _, signature = token.rpartition(".")
+        expiry, dot, _ = body.partition(".")
+        if not dot or not expiry.isdigit() or len(expiry) > MAX_EXPIRY_DIGITS:
+            return False
+        if not hmac.compare_digest(signature, self._sign(body)):
+            return False
+        return int(expiry) > time.time() * 1000
 
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    def _sign(self, body: str) -> str:
+        mac = hmac.new(self._secret, body.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
 
 class HeygenStreaming:
@@ -201,7 +211,9 @@ class HeygenStreaming:
         self._voices: dict[str, str | None] = {}
         """The TTS voice of each HeyGen session (None: the default)."""
         self._stopped: OrderedDict[str, None] = OrderedDict()
-        self.tokens = HeygenTokens(server.settings.heygen_token_ttl_seconds)
+        self.tokens = HeygenTokens(
+            server.settings.heygen_token_ttl_seconds, load_api_keys(server.settings)
+        )
 
     async def new(self, request: NewSessionRequest) -> NewSession:
         """Create a session and its server offer for a `NewSessionRequest`."""

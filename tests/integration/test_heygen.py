@@ -206,6 +206,19 @@ async def test_a_token_expires() -> None:
         refused(expired, 401, 400112)
 
 
+async def test_a_token_minted_by_one_node_is_good_on_another_with_the_same_keys() -> None:
+    """Nothing is stored: behind a proxy, the node that minted a token need not be the one
+    that gets `streaming.new`. A node with other keys refuses it."""
+    async with running_app(make_settings(api_keys=(KEY,))) as minting:
+        minted = await minting.post("/v1/streaming.create_token", headers={"X-Api-Key": KEY})
+    token = minted.json()["data"]["token"]
+    async with running_app(make_settings(api_keys=(KEY,), node_id="b")) as other:
+        accepted = await other.post("/v1/streaming.new", json={}, headers={"Authorization": f"Bearer {token}"})
+        assert accepted.json()["code"] == 100, accepted.text
+    async with running_app(make_settings(api_keys=("another-key-0123456789",))) as stranger:
+        refused(await stranger.post("/v1/streaming.new", json={}, headers={"Authorization": f"Bearer {token}"}), 401, 400112)
+
+
 @needs_espeak
 async def test_a_chat_task_speaks_the_llms_reply_with_the_knowledge_base_as_prompt() -> None:
     with FakeOpenAiServer() as fake:
