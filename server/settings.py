@@ -236,6 +236,16 @@ class Settings:
     chat_history_chars: int = _env("CHAT_HISTORY_CHARS", default=16000)
     """Most characters of history sent; older messages go first."""
 
+    # Vendor surfaces (README, "Coming from D-ID", "Coming from TWIN")
+    audio_url_allowed_hosts: tuple[str, ...] = _env("AUDIO_URL_ALLOWED_HOSTS", default=())
+    """Hosts a D-ID `audio_url` may name (`*.example.org`: its subdomains); empty: none, so
+    `audio_url` is refused. Private, loopback and link-local addresses are refused unless
+    the host is named here exactly."""
+    audio_url_timeout_seconds: float = _env("AUDIO_URL_TIMEOUT_SECONDS", default=10.0)
+    """Longest fetch of an `audio_url` (connecting, redirects and the whole body)."""
+    vendor_default_avatar: str = _env("VENDOR_DEFAULT_AVATAR", default="demo")
+    """The avatar of a D-ID stream whose `source_url`/`presenter_id` names none of ours."""
+
     log_level: str = _env("LOG_LEVEL", default="info")
     log_format: str = _env("LOG_FORMAT", default="text")
     """`text` lines, or `json`: one object per line, with `session_id` as a field."""

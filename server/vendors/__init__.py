@@ -1,0 +1,1 @@
+"""Drop-in surfaces for clients written for a hosted avatar API (D-ID Streams, TWIN)."""
