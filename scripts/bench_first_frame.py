@@ -2,7 +2,8 @@
 """Time from `create` to the first video frame at a real aiortc client, per way of
 connecting: the client's offer (`/offer`), the server's offer (`/server-offer` and
 `/answer`, candidates sent before the answer) and WHEP (`POST /whep/{id}`, candidates
-trickled with PATCH). The server runs in its own process on loopback (demo engine).
+trickled with PATCH), and the D-ID-shaped surfaces (`did`: POST /talks/streams, `twin`:
+setupConnection; there the create call is the stream's). The server runs in its own process on loopback (demo engine).
 
     .venv/bin/python scripts/bench_first_frame.py [--trials 5] [--surface WHEP ...]
 """
@@ -16,6 +17,7 @@ import time
 import httpx
 
 from benchkit import median, print_table, server_process, write_json
+from tests.janus_client import TWIN, JanusPeer
 from tests.server_offer_client import ServerOfferPeer
 from tests.webrtc_client import ClientPeer
 from tests.whep_client import WhepPeer
@@ -25,11 +27,18 @@ SURFACES = {
     "server offer": lambda http, sid: ServerOfferPeer(http, sid),
     "WHEP": lambda http, sid: WhepPeer(http, sid, trickle=True),
 }
+# D-ID-shaped surfaces create their session themselves: `connect` starts with their create.
+VENDOR_SURFACES = {
+    "did": lambda http: JanusPeer(http, "/talks/streams"),
+    "twin": lambda http: JanusPeer(http, TWIN),
+}
 FRAME_TIMEOUT_SECONDS = 15.0
 
 
 async def first_frame_ms(http: httpx.AsyncClient, surface: str) -> tuple[float, float]:
     """(ms to connected, ms to the first video frame), both from before `create`."""
+    if surface in VENDOR_SURFACES:
+        return await _vendor_first_frame_ms(http, surface)
     started = time.monotonic()
     created = await http.post("/webrtc/sessions/create")
     created.raise_for_status()
@@ -47,6 +56,24 @@ async def first_frame_ms(http: httpx.AsyncClient, surface: str) -> tuple[float, 
     finally:
         await peer.close()
         await http.delete(f"/webrtc/sessions/{sid}")
+    return (connected - started) * 1000, (first - started) * 1000
+
+
+async def _vendor_first_frame_ms(http: httpx.AsyncClient, surface: str) -> tuple[float, float]:
+    started = time.monotonic()
+    peer = VENDOR_SURFACES[surface](http)
+    try:
+        await peer.connect()
+        connected = time.monotonic()
+        deadline = connected + FRAME_TIMEOUT_SECONDS
+        while not peer.received.video:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{surface}: no video frame")
+            await asyncio.sleep(0.002)
+        first = peer.received.video[0].arrival
+    finally:
+        await peer.close()
+        await peer.delete()
     return (connected - started) * 1000, (first - started) * 1000
 
 
@@ -68,10 +95,10 @@ async def run(url: str, trials: int, surfaces: list[str]) -> dict[str, dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--surface", action="append", choices=list(SURFACES), help="default: all")
+    parser.add_argument("--surface", action="append", choices=[*SURFACES, *VENDOR_SURFACES], help="default: all")
     args = parser.parse_args()
     with server_process() as server:
-        results = asyncio.run(run(server.url, args.trials, args.surface or list(SURFACES)))
+        results = asyncio.run(run(server.url, args.trials, args.surface or [*SURFACES, *VENDOR_SURFACES]))
     print_table(
         f"create → first video frame ({args.trials} trials each, after one warm-up)",
         ["surface", "connected ms (median)", "first frame ms (median)", "max"],

@@ -242,7 +242,7 @@ agents = APIRouter(prefix="/agents", tags=["D-ID"], dependencies=[CONTROL], rout
 
 @agents.get(
     "/{agent_id}/runtime", operation_id="did_agent_runtime", response_model=AgentRuntime,
-    responses={k: v for k, v in COMMON.items() if k in (401, 404)},
+    responses=COMMON,
 )
 async def agent_runtime(agent_id: AgentId, server: ServerDep) -> AgentRuntime:
     """What D-ID's client SDK reads of an agent before it connects: every avatar of this
