@@ -146,16 +146,18 @@ def streams_router(prefix: str, name: str) -> APIRouter:
         server: ServerDep, streams: StreamsDep, request: Request,
         body: CreateStream | None = None,
     ) -> StreamCreated:
-        """Create a stream: a session and the server's SDP offer, to answer with …/sdp."""
+        """Create a stream: a session and the server's SDP offer, to answer with …/sdp;
+        `output_resolution` (a height) scales its video."""
         agent_id = request.path_params.get("agent_id")
+        body = body or CreateStream()
         if agent_id is not None:
             if not server.avatars.exists(agent_id):
                 raise AvatarNotFoundError(agent_id, server.avatars.available())
             avatar = agent_id
         else:
-            body = body or CreateStream()
             avatar = vendor.avatar_for(server, body.presenter_id, body.source_url)
-        created = await streams.create(server, avatar, surface(agent_id))
+        height = vendor.output_height(body.output_resolution if body else None)
+        created = await streams.create(server, avatar, surface(agent_id), height)
         return StreamCreated(
             id=created.stream.stream_id,
             session_id=created.stream.session_id,

@@ -51,11 +51,13 @@ LLM = {
 )
 async def setup_connection(body: TwinSetup, server: ServerDep, streams: StreamsDep) -> TwinSetupDone:
     """A stream for the avatar `twinId` (VENDOR_DEFAULT_AVATAR without one) and the
-    server's SDP offer; `responseResolution` is accepted, the video keeps the avatar's size."""
+    server's SDP offer; `responseResolution` (a height: 720, "720p", "1280x720") scales the
+    video to that height, the width in the avatar's proportions."""
     avatar = body.twinId or server.settings.vendor_default_avatar
     if not server.avatars.exists(avatar):
         raise AvatarNotFoundError(avatar, server.avatars.available())
-    created = await streams.create(server, avatar, SURFACE)
+    height = vendor.output_height(body.responseResolution)
+    created = await streams.create(server, avatar, SURFACE, height)
     return TwinSetupDone(
         id=created.stream.stream_id,
         session_id=created.stream.session_id,

@@ -10,6 +10,7 @@ the server opens), and the session also talks the Janus dialect on the
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -29,6 +30,10 @@ from server.vendors.janus import JANUS, JANUS_LABEL
 
 # The vendor's session_id: 128 bits.
 SESSION_ID_BYTES = 16
+OUTPUT_HEIGHTS = (64, 1080)
+"""The video heights a stream may ask for (D-ID's `output_resolution`, TWIN's
+`responseResolution`)."""
+_RESOLUTION = re.compile(r"^\s*(?:(\d{1,5})\s*[xX×]\s*)?(\d{1,5})\s*[pP]?\s*$")
 INVALID_SESSION_ID = "missing or invalid session_id"
 """D-ID's own wording (its client SDK retries a chat on it)."""
 
@@ -78,17 +83,39 @@ def avatar_for(server: AvatarServer, *names: str | None) -> str:
     return server.settings.vendor_default_avatar
 
 
+def output_height(resolution: int | str | None) -> int | None:
+    """The video height a stream asks for: `720`, `"720"`, `"720p"` or `"1280x720"` (the
+    height is what counts; the width follows the avatar's proportions). 422 outside
+    OUTPUT_HEIGHTS or unreadable."""
+    if resolution is None or resolution == "":
+        return None
+    match = _RESOLUTION.match(str(resolution))
+    height = int(match.group(2)) if match else None
+    low, high = OUTPUT_HEIGHTS
+    if height is None or not low <= height <= high:
+        raise StreamError(
+            f"The resolution {str(resolution)[:40]!r} is not one this server sends: give a "
+            f"height from {low} to {high} pixels (720, \"720p\" or \"1280x720\").",
+            422,
+        )
+    return height
+
+
 class VendorStreams:
     """The live streams of the vendor surfaces, by stream id."""
 
     def __init__(self) -> None:
         self._streams: dict[str, VendorStream] = {}
 
-    async def create(self, server: AvatarServer, avatar_id: str, surface: str) -> Created:
-        """A new session for `avatar_id` (404 unknown, 503 at the limit) and its offer."""
+    async def create(
+        self, server: AvatarServer, avatar_id: str, surface: str, height: int | None = None
+    ) -> Created:
+        """A new session for `avatar_id` (404 unknown, 503 at the limit) and its offer; its
+        video scaled to `height` when given."""
         self._forget_ended(server)
         session = await server.sessions.create(SessionParams(avatar_id=avatar_id))
         try:
+            session.output_height = height
             session.accept_channel(JANUS_LABEL, JANUS)
             offer = await session.create_offer(JANUS_LABEL, JANUS)
         except BaseException:

@@ -3,6 +3,7 @@ aiortc client: the same streams and Janus events as D-ID's, D-ID's error shape."
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 
@@ -98,3 +99,19 @@ async def test_twin_refusals_are_in_d_ids_shape_and_the_stream_keeps_working(
         await peer.wait_for_janus("stream/started", 10, response.json()["video_id"])
     finally:
         await peer.close()
+
+
+async def test_response_resolution_scales_the_video_the_client_receives(
+    http: httpx.AsyncClient,
+) -> None:
+    too_big = await http.post(f"{TWIN}/setupConnection", json={"twinId": "demo", "responseResolution": "4320p"})
+    assert_did_error(too_big, 422, "ValidationError", "1080")
+    peer = JanusPeer(http, TWIN, create_body={"twinId": "demo", "responseResolution": "256p"}, keep_images=True)
+    await peer.connect()
+    try:
+        await peer.wait_for_janus("stream/ready", timeout=5)
+        while len(peer.received.video) < 3:
+            await asyncio.sleep(0.05)
+    finally:
+        await peer.close()
+    assert {v.image.shape for v in peer.received.video} == {(256, 256, 3)}  # type: ignore[union-attr]
