@@ -33,6 +33,7 @@ from server.avatars.errors import AvatarNotFoundError
 from server.core import AvatarServer
 from server.refusal import Refusal
 from server.sessions.queue import SpeechMode
+from server.sessions.session import Session
 from server.vendors import streams as vendor
 from server.vendors.streams import VendorStreams
 
@@ -105,14 +106,13 @@ class ScriptError(Refusal):
     status = 422
 
 
-def _mode(body: TalkRequest) -> SpeechMode:
-    """Talks queue behind what is playing (D-ID's fluent streams play them in order)."""
-    return SpeechMode.QUEUE
+TALK_MODE = SpeechMode.QUEUE
+"""Talks queue behind what is playing (D-ID's fluent streams play them in order)."""
 
 
-async def _talk(server: AvatarServer, session: Any, body: TalkRequest) -> vendor.Spoken:
+async def _talk(server: AvatarServer, session: Session, body: TalkRequest) -> vendor.Spoken:
     script = body.script
-    mode = _mode(body)
+    mode = TALK_MODE
     if script.type == "text":
         if not script.input:
             raise ScriptError("A text script needs `input`: the text to say.")
