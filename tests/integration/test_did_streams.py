@@ -42,6 +42,8 @@ def audio_host(body: bytes, content_type: str = "audio/wav") -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.startswith("/slow"):
+                time.sleep(3)
             if self.path.startswith("/redirect"):
                 self.send_response(302)
                 self.send_header("Location", self.path.split("to=", 1)[1])
@@ -187,6 +189,15 @@ async def test_a_second_answer_is_a_conflict_and_the_stream_keeps_working(
         await peer.close()
 
 
+async def test_a_stream_is_found_only_on_the_path_it_was_created_on(http: httpx.AsyncClient) -> None:
+    created = (await http.post("/talks/streams", json={})).json()
+    ref = {"session_id": created["session_id"]}
+    for other in ("/clips/streams", "/agents/demo/streams"):
+        response = await http.post(f"{other}/{created['id']}/ice", json=ref)
+        assert_did_error(response, 404, "NotFoundError")
+    assert (await http.post(f"/talks/streams/{created['id']}/ice", json=ref)).status_code == 200
+
+
 async def test_an_unknown_stream_or_agent_is_not_found(http: httpx.AsyncClient) -> None:
     response = await http.post("/talks/streams/nope/sdp", json={"answer": {"type": "answer", "sdp": "v=0"}, "session_id": "x"})
     assert_did_error(response, 404, "NotFoundError", "nope")
@@ -225,8 +236,9 @@ async def test_audio_urls_are_refused_until_their_host_is_listed(http: httpx.Asy
 
 
 async def test_an_audio_url_refusal_of_each_kind_keeps_the_stream_working() -> None:
-    """A private address behind a wildcard, a redirect to a host not listed, a body over
-    MAX_UPLOAD_BYTES, a body that is not audio: each a clear 4xx."""
+    """A private address behind a wildcard, a redirect to a host not listed, a body that
+    is not audio, a host that does not answer in time, a body over MAX_UPLOAD_BYTES: each
+    a clear refusal."""
     wav = encode(speech_like(1.0), "wav")
     with audio_host(wav) as origin, audio_host(b"<html>not audio</html>" * 10, "text/html") as html:
         cases = [
@@ -234,8 +246,11 @@ async def test_an_audio_url_refusal_of_each_kind_keeps_the_stream_working() -> N
             (("127.0.0.1",), f"{origin}/redirect?to=http://localhost:1/x.wav", 403, "localhost"),
             (("127.0.0.1",), f"{html}/page.html", 415, ""),
         ]
+        cases.append((("127.0.0.1",), f"{origin}/slow.wav", 504, "AUDIO_URL_TIMEOUT_SECONDS"))
         for allowed, url, status, word in cases:
-            settings = make_settings(api_keys=(KEY,), audio_url_allowed_hosts=allowed)
+            settings = make_settings(
+                api_keys=(KEY,), audio_url_allowed_hosts=allowed, audio_url_timeout_seconds=1.0
+            )
             async with running_app(settings) as http:
                 http.headers.update(BASIC)
                 peer = await connected(http)
