@@ -2,8 +2,10 @@
 """Time from `create` to the first video frame at a real aiortc client, per way of
 connecting: the client's offer (`/offer`), the server's offer (`/server-offer` and
 `/answer`, candidates sent before the answer) and WHEP (`POST /whep/{id}`, candidates
-trickled with PATCH), and HeyGen v1 (`/v1/streaming.new`, candidates to `streaming.ice`
-before `streaming.start`). The server runs in its own process on loopback (demo engine).
+trickled with PATCH), the D-ID-shaped surfaces (`did`: POST /talks/streams, `twin`:
+setupConnection) and HeyGen v1 (`/v1/streaming.new`, candidates to `streaming.ice` before
+`streaming.start`); for the vendors the create call is their own. The server runs in its
+own process on loopback (demo engine).
 
     .venv/bin/python scripts/bench_first_frame.py [--trials 5] [--surface WHEP ...]
 """
@@ -18,6 +20,7 @@ import httpx
 
 from benchkit import median, print_table, server_process, write_json
 from tests.heygen_client import HeygenPeer, heygen_new
+from tests.janus_client import TWIN, JanusPeer
 from tests.server_offer_client import ServerOfferPeer
 from tests.webrtc_client import ClientPeer
 from tests.whep_client import WhepPeer
@@ -26,6 +29,11 @@ SURFACES = {
     "client offer": lambda http, sid: ClientPeer(http, sid, trickle=True),
     "server offer": lambda http, sid: ServerOfferPeer(http, sid),
     "WHEP": lambda http, sid: WhepPeer(http, sid, trickle=True),
+}
+# D-ID-shaped surfaces create their session themselves: `connect` starts with their create.
+VENDOR_SURFACES = {
+    "did": lambda http: JanusPeer(http, "/talks/streams"),
+    "twin": lambda http: JanusPeer(http, TWIN),
 }
 FRAME_TIMEOUT_SECONDS = 15.0
 
@@ -43,7 +51,10 @@ CREATING_SURFACES = {"heygen": heygen_peer}
 async def first_frame_ms(http: httpx.AsyncClient, surface: str) -> tuple[float, float]:
     """(ms to connected, ms to the first video frame), both from before `create`."""
     started = time.monotonic()
-    if surface in CREATING_SURFACES:
+    if surface in VENDOR_SURFACES:
+        peer = VENDOR_SURFACES[surface](http)  # its `connect` starts with the vendor's create
+        sid = None
+    elif surface in CREATING_SURFACES:
         peer = await CREATING_SURFACES[surface](http)
         sid = peer.session_id
     else:
@@ -62,7 +73,10 @@ async def first_frame_ms(http: httpx.AsyncClient, surface: str) -> tuple[float, 
         first = peer.received.video[0].arrival
     finally:
         await peer.close()
-        await http.delete(f"/webrtc/sessions/{sid}")
+        if sid is None:
+            await peer.delete()
+        else:
+            await http.delete(f"/webrtc/sessions/{sid}")
     return (connected - started) * 1000, (first - started) * 1000
 
 
@@ -84,13 +98,11 @@ async def run(url: str, trials: int, surfaces: list[str]) -> dict[str, dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument(
-        "--surface", action="append", choices=[*SURFACES, *CREATING_SURFACES], help="default: all"
-    )
+    every = [*SURFACES, *VENDOR_SURFACES, *CREATING_SURFACES]
+    parser.add_argument("--surface", action="append", choices=every, help="default: all")
     args = parser.parse_args()
     with server_process() as server:
-        surfaces = args.surface or [*SURFACES, *CREATING_SURFACES]
-        results = asyncio.run(run(server.url, args.trials, surfaces))
+        results = asyncio.run(run(server.url, args.trials, args.surface or every))
     print_table(
         f"create → first video frame ({args.trials} trials each, after one warm-up)",
         ["surface", "connected ms (median)", "first frame ms (median)", "max"],

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from server.api import (
     avatars, heygen, monitoring, pages, renders, server_offer, sessions, speech_stream, text, whep,
 )
+from server.api import did, twin  # noqa: E402 - kept apart: the D-ID-shaped surfaces
 from server.api.access import AccessPolicy
 from server.api.docs import install_docs
 from server.api.errors import install_error_handlers
@@ -83,6 +84,8 @@ def create_app(settings: Settings, server: AvatarServer | None = None) -> FastAP
     app.include_router(heygen.router)
     app.include_router(pages.router)
     app.include_router(monitoring.router)
+    for router in (did.talks, did.clips, did.agent_streams, did.agents, twin.router):
+        app.include_router(router)
     app.mount("/player/assets", StaticFiles(directory=pages.PLAYER_DIR), name="player-assets")
     return app
 

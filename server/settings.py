@@ -248,6 +248,15 @@ class Settings:
     names mean nothing here); empty: such a name is refused (404, code 10012)."""
     heygen_token_ttl_seconds: float = _env("HEYGEN_TOKEN_TTL_SECONDS", default=3600.0)
     """How long a `streaming.create_token` token stands in for the API key."""
+    # Vendor surfaces (README, "Coming from D-ID", "Coming from TWIN")
+    audio_url_allowed_hosts: tuple[str, ...] = _env("AUDIO_URL_ALLOWED_HOSTS", default=())
+    """Hosts a D-ID `audio_url` may name (`*.example.org`: its subdomains); empty: none, so
+    `audio_url` is refused. Private, loopback and link-local addresses are refused unless
+    the host is named here exactly."""
+    audio_url_timeout_seconds: float = _env("AUDIO_URL_TIMEOUT_SECONDS", default=10.0)
+    """Longest fetch of an `audio_url` (connecting, redirects and the whole body)."""
+    vendor_default_avatar: str = _env("VENDOR_DEFAULT_AVATAR", default="demo")
+    """The avatar of a D-ID stream whose `source_url`/`presenter_id` names none of ours."""
 
     log_level: str = _env("LOG_LEVEL", default="info")
     log_format: str = _env("LOG_FORMAT", default="text")

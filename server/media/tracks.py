@@ -102,11 +102,14 @@ class AvatarVideoTrack(_PacedTrack):
         clock: SessionClock,
         avatar_frames: np.ndarray,
         playback_fps: float,
+        output_height: int | None = None,
     ) -> None:
         super().__init__(clock)
         self.playout = playout
         self.avatar_frames = avatar_frames
         self.playback_fps = playback_fps
+        self.output_size = _scaled_size(avatar_frames.shape, output_height)
+        """(width, height) frames are scaled to; None: the avatar's own size."""
         self.frames_skipped = 0
         self._next: int | None = None
 
@@ -127,7 +130,18 @@ class AvatarVideoTrack(_PacedTrack):
         pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
         image = pick.image if pick.image is not None else self.avatar_frames[pick.avatar_index]
         frame = VideoFrame.from_ndarray(image, format="rgb24")
+        if self.output_size is not None:
+            frame = frame.reformat(width=self.output_size[0], height=self.output_size[1])
         frame.pts = round(t * VIDEO_CLOCK_RATE)
         frame.time_base = VIDEO_TIME_BASE
         self._returned()
         return frame
+
+
+def _scaled_size(shape: tuple[int, ...], height: int | None) -> tuple[int, int] | None:
+    """Frames of `shape` (frames, h, w, 3) scaled to `height`, the width kept in proportion
+    (both even, as encoders want); None when there is nothing to scale."""
+    if height is None or height == shape[1]:
+        return None
+    width = max(2, round(shape[2] * height / shape[1] / 2) * 2)
+    return width, max(2, height // 2 * 2)

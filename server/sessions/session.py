@@ -146,6 +146,9 @@ class Session:
         self._channel_dialects: dict[str, ChannelDialect] = {EVENTS_CHANNEL_LABEL: NATIVE}
         self.connection_id: str | None = None
         """A fresh id for each peer connection (a WHEP resource is one); None without one."""
+        self.output_height: int | None = None
+        """Video frames are scaled to this height from the next connection on (TWIN's
+        `responseResolution`); None: the avatar's own size."""
         self._early_candidates: list[RTCIceCandidate | None] = []
         self._awaiting_answer = False
         self._negotiation = asyncio.Lock()
@@ -285,7 +288,8 @@ class Session:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             audio = AvatarAudioTrack(self.playout, self.clock)
             video = AvatarVideoTrack(
-                self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
+                self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps,
+                self.output_height,
             )
             pc.addTrack(audio)
             pc.addTrack(video)
@@ -415,7 +419,8 @@ class Session:
     def _new_tracks(self) -> None:
         self._audio = AvatarAudioTrack(self.playout, self.clock)
         self._video = AvatarVideoTrack(
-            self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
+            self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps,
+            self.output_height,
         )
 
     # --- speech --------------------------------------------------------------------------

@@ -74,6 +74,12 @@ def routes(app: FastAPI) -> Iterator[tuple[object, str, set[str]]]:
         yield context.original_route, context.path or "", set(context.methods or ())
 
 
+def refusal_text(body: dict) -> str:
+    """The sentence of a refusal: native `detail`, or a vendor's (D-ID's `description`,
+    HeyGen's `message`)."""
+    return body.get("detail") or body.get("description") or body["message"]
+
+
 def fill(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "some-id", path)
 
@@ -107,11 +113,6 @@ async def test_each_form_of_the_key_is_accepted(keyed: httpx.AsyncClient, header
     assert (await keyed.post("/webrtc/sessions/create", headers=headers)).status_code == 200
 
 
-def refusal_sentence(body: dict) -> str:
-    """The sentence of a refusal: `detail`, or `message` in HeyGen's shape (/v1/streaming.*)."""
-    return body.get("detail") or body["message"]
-
-
 async def test_every_non_public_route_without_a_key_is_401_with_a_sentence(
     keyed: httpx.AsyncClient,
 ) -> None:
@@ -120,7 +121,7 @@ async def test_every_non_public_route_without_a_key_is_401_with_a_sentence(
     for method, path in calls:
         response = await keyed.request(method, path)
         assert response.status_code == 401, (method, path, response.text)
-        assert "needs" in refusal_sentence(response.json()), (method, path)
+        assert "needs" in refusal_text(response.json()), (method, path)
         assert response.headers["www-authenticate"].startswith("Bearer"), (method, path)
 
 
@@ -130,7 +131,7 @@ async def test_every_non_public_route_with_a_wrong_key_is_401_naming_the_setting
     for method, path in control_and_signalling_calls(keyed.app):
         response = await keyed.request(method, path, headers={"X-Api-Key": WRONG_KEY})
         assert response.status_code == 401, (method, path)
-        assert "API_KEYS" in refusal_sentence(response.json())
+        assert "API_KEYS" in refusal_text(response.json())
 
 
 def test_every_websocket_route_without_a_key_is_closed_with_policy_violation() -> None:
