@@ -72,10 +72,6 @@ class Settings:
     """Largest WebSocket message of streamed speech."""
     stream_idle_timeout_seconds: float = _env("STREAM_IDLE_TIMEOUT_SECONDS", default=10.0)
     """A streamed utterance that gets nothing for this long is ended with what arrived."""
-    stream_encoded_input: bool = _env("STREAM_ENCODED_INPUT", default=False)
-    """Accept mp3 / ogg_opus on the streaming endpoints. They are decoded in the server
-    process, not in the isolated decode workers (raw PCM needs no decoder): off unless the
-    clients are trusted."""
 
     # Network
     stun_urls: tuple[str, ...] = _env("WEBRTC_STUN_URLS", default=DEFAULT_STUN_URLS)
