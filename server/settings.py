@@ -206,7 +206,7 @@ class Settings:
     tts_openai_key: str = _env("TTS_OPENAI_KEY", default="")
     tts_openai_model: str = _env("TTS_OPENAI_MODEL", default="tts-1")
     tts_openai_format: str = _env("TTS_OPENAI_FORMAT", default="pcm")
-    """pcm (24 kHz s16le) or wav."""
+    """pcm (24 kHz s16le), mp3 or opus (spoken as they arrive), or wav (read whole)."""
     tts_max_chars: int = _env("TTS_MAX_CHARS", default=1000)
     """Longest text `/say` takes (and longest sentence of a chat reply spoken at once)."""
     tts_timeout_seconds: float = _env("TTS_TIMEOUT_SECONDS", default=30.0)
@@ -315,8 +315,8 @@ class Settings:
             problems.append("LIPSYNC_MAX_BATCH must not be negative")
         if self.tts_engine not in ("espeak", "piper", "openai"):
             problems.append("TTS_ENGINE must be one of espeak, piper, openai")
-        if self.tts_openai_format not in ("pcm", "wav"):
-            problems.append("TTS_OPENAI_FORMAT must be pcm or wav")
+        if self.tts_openai_format not in ("pcm", "mp3", "opus", "wav"):
+            problems.append("TTS_OPENAI_FORMAT must be pcm, mp3, opus or wav")
         for name in (
             "tts_max_chars", "llm_max_reply_chars", "chat_max_message_chars",
             "chat_history_messages", "chat_history_chars",
