@@ -55,6 +55,14 @@ def audio_window(
     return window, range(frames.start - offset_frames, frames.stop - offset_frames)
 
 
+def stream_start_margin(playback_fps: float) -> float:
+    """How long a streamed utterance starts, at the earliest, after its first frames'
+    audio arrived: half a playback frame, as the video shows each frame that much before
+    its time (tracks.py), so that frames whose audio arrives at real time are not late.
+    Rendering the first frames counts towards it."""
+    return 0.5 / playback_fps
+
+
 def lookahead_frames(seconds: float, fps: float) -> int:
     """Whole frames at `fps` that cover `seconds` of look-ahead."""
     return max(0, math.ceil(seconds * fps - 1e-9))
@@ -78,6 +86,8 @@ async def render_growing_utterance(
     with failure_reported(utterance, owner, on_failed):
         while utterance.active:
             limit = utterance.available_frames
+            if limit >= playout.prebuffer_frames(utterance) or utterance.complete:
+                playout.input_ready(utterance)
             if j >= limit:
                 if utterance.complete:
                     break

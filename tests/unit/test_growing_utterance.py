@@ -146,3 +146,20 @@ def test_an_utterance_shorter_than_a_frame_starts_once_it_ends(playout: Playout,
     assert utterance.start_time is not None
     audio = pull_audio(playout, time_source, 3)
     assert audio[0] is not None and utterance.state is UtteranceState.FINISHED
+
+
+def test_a_streamed_start_waits_the_margin_after_its_first_frames_audio_arrived(
+    time_source: FakeTime, events: list
+) -> None:
+    margin = 0.5 / 15  # half a frame at playback 15 fps
+    sync = SyncSettings(0.2, 0.08, 0.12, stream_prebuffer_seconds=0.05, stream_start_margin_seconds=margin)
+    playout = Playout(CYCLE, FPS, sync, SessionClock(time_source), on_event=events.append)
+    utterance = growing(playout)
+    utterance.append(voice(FRAME_SAMPLES))
+    playout.input_ready(utterance)
+    arrived = playout.clock.now()
+    time_source.now += 0.005  # rendering took 5 ms
+    render_available(playout, utterance)
+    assert utterance.start_time is not None
+    assert utterance.start_time >= arrived + margin
+    assert utterance.start_time < arrived + margin + 0.02  # the next audio frame after it
