@@ -40,10 +40,10 @@ class SyncSettings:
     """How far streamed audio may play past the frames its input lets render (the frame
     before is shown meanwhile): a little slack against the frame grid, well within sync."""
     stream_start_margin_seconds: float = 0.0
-    """For streamed speech: how long after its first frames' audio has arrived it starts
-    at the earliest. Each later frame's audio arrives (at real time) as late relative to
-    its time as the first's did, and the video shows a frame up to half a playback frame
-    before its time: without this margin those frames are late (session.py sets it)."""
+    """For streamed speech: the audio it needs beyond its first frames' before it starts,
+    or, short of that, the time it waits after they arrived. Input at real time keeps the
+    lead it had at the start, and the video shows a frame up to half a playback frame
+    before its time: with less lead than that, every frame would be late (session.py)."""
 
 
 @dataclass
@@ -248,17 +248,21 @@ class Playout:
                 audio_frame_time(self._audio_next),
                 self._video_last_time + TIME_EPSILON,
             )
-            if utterance.input_ready_at is not None:
-                earliest = max(earliest, utterance.input_ready_at + self.sync.stream_start_margin_seconds)
+            if utterance.earliest_start is not None:
+                earliest = max(earliest, utterance.earliest_start)
             start = audio_frame_time(audio_frame_at_or_after(earliest))
             utterance.start_time = start
             self._anchor = _Anchor(start, 0.0, holding=False)
 
     def input_ready(self, utterance: Utterance) -> None:
         """Tell the playout that a streamed utterance's audio for its first frames (its
-        prebuffer) has arrived, now: it starts `stream_start_margin_seconds` after."""
-        if utterance.input_ready_at is None:
-            utterance.input_ready_at = self.clock.now()
+        prebuffer) has arrived: it starts once its lead beyond them (what arrived more)
+        and the time since make `stream_start_margin_seconds`."""
+        if utterance.earliest_start is not None:
+            return
+        lead = utterance.received / AUDIO_SAMPLE_RATE - self.prebuffer_frames(utterance) / utterance.fps
+        wait = max(0.0, self.sync.stream_start_margin_seconds - lead)
+        utterance.earliest_start = self.clock.now() + wait
 
     def cancel(self, reason: str = "cancelled") -> PlayoutEvent | None:
         """Drop the current utterance at once: the next audio frame is silence, and the

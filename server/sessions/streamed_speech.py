@@ -56,10 +56,10 @@ def audio_window(
 
 
 def stream_start_margin(playback_fps: float) -> float:
-    """How long a streamed utterance starts, at the earliest, after its first frames'
-    audio arrived: half a playback frame, as the video shows each frame that much before
-    its time (tracks.py), so that frames whose audio arrives at real time are not late.
-    Rendering the first frames counts towards it."""
+    """The lead a streamed utterance needs at its start beyond its first frames' audio
+    (or, short of it, waits for): half a playback frame, as the video shows each frame
+    that much before its time (tracks.py), so that frames whose audio arrives at real
+    time are not late. Rendering the first frames counts towards the wait."""
     return 0.5 / playback_fps
 
 
