@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import time
 
 import httpx
 
-from benchkit import print_table, server_process, write_json
+from benchkit import figures, print_table, session_arguments, wait_for_event, watched_session, write_json
 from tests.audio_files import encode, speech_like
 from tests.webrtc_client import AUDIO_RATE, ClientPeer, SenderTimeline, last_loud_sample
 
@@ -33,25 +32,6 @@ CUT_AFTER_SECONDS = (0.4, 1.6)  # a random point of the speech, after it started
 SETTLE_SECONDS = 0.6
 THRESHOLD = 0.05
 GOAL_MS = 100.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    lower, upper = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (k - lower)
-
-
-async def wait_for_event(peer: ClientPeer, kind: str, utterance_id: str, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in peer.received.events:
-            if event.get("type") == kind and event.get("utterance_id") == utterance_id:
-                return event
-        await asyncio.sleep(0.005)
-    raise TimeoutError(f"no {kind} for {utterance_id}")
 
 
 async def trial(http: httpx.AsyncClient, peer: ClientPeer, sid: str, audio: bytes, rng: random.Random) -> dict:
@@ -96,29 +76,18 @@ def measure(peer: ClientPeer, trials: list[dict]) -> None:
 async def run(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     audio = encode(speech_like(SPEECH_SECONDS, bursts=[(0.0, SPEECH_SECONDS)]), "wav")
-    with server_process() as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            params = {"fps": args.fps, "playback_fps": args.playback_fps}
-            sid = (await http.post("/webrtc/sessions/create", params=params)).json()["session_id"]
-            peer = ClientPeer(http, sid)
-            await peer.connect()
-            await asyncio.sleep(1.0)
-            trials = []
-            try:
-                for _ in range(args.trials):
-                    trials.append(await trial(http, peer, sid, audio, rng))
-                sync = (await http.get(f"/webrtc/sessions/{sid}")).json()["sync"]
-            finally:
-                await peer.close()
+    async with watched_session(args.fps, args.playback_fps) as (server, http, sid, peer):
+        trials = []
+        for _ in range(args.trials):
+            trials.append(await trial(http, peer, sid, audio, rng))
+        sync = (await http.get(f"/webrtc/sessions/{sid}")).json()["sync"]
     measure(peer, trials)
     return {"trials": trials, "sync": sync}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=15)
-    parser.add_argument("--fps", type=int, default=10)
-    parser.add_argument("--playback-fps", type=int, default=15)
+    session_arguments(parser, trials=15)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     data = asyncio.run(run(args))
@@ -130,16 +99,9 @@ def main() -> None:
         ("last_arrival_ms", "request -> arrival of that audio frame"),
         ("response_ms", "request -> response"),
     ]:
-        values = [t[key] for t in trials]
-        figures = {
-            "p50": percentile(values, 50),
-            "p95": percentile(values, 95),
-            "min": min(values),
-            "max": max(values),
-            "mean": statistics.fmean(values),
-        }
-        summary[key] = figures
-        rows.append([label, figures["p50"], figures["p95"], figures["min"], figures["max"]])
+        found = figures([t[key] for t in trials])
+        summary[key] = found
+        rows.append([label, found["p50"], found["p95"], found["min"], found["max"]])
     print_table(
         f"interrupt latency: {len(trials)} trials, fps {args.fps}, playback {args.playback_fps}, "
         f"demo engine, goal <= {GOAL_MS:.0f} ms",

@@ -18,11 +18,10 @@ import asyncio
 import time
 
 import httpx
-import numpy as np
 
-from benchkit import median, print_table, server_process, write_json
+from benchkit import median, print_table, session_arguments, speech_edges, watched_session, write_json
 from tests.audio_files import encode, speech_like
-from tests.webrtc_client import ClientPeer, SenderTimeline, audio_envelope, edges
+from tests.webrtc_client import ClientPeer
 
 BURSTS = [(0.0, 0.6), (0.8, 1.4), (1.6, 2.0)]
 SECONDS = 2.2
@@ -51,12 +50,10 @@ async def trial(http: httpx.AsyncClient, peer: ClientPeer, sid: str, audio: byte
 
 def offsets(peer: ClientPeer) -> list[float]:
     """Mouth onset minus sound onset (and closing minus silence), ms, each burst."""
-    received = peer.received
-    timeline = SenderTimeline(received)
-    times, rms = audio_envelope(received, timeline)
-    sound_on, sound_off = edges(times, rms > LOUD_RMS)
-    video_times = np.array([timeline.video_time(v.pts) for v in received.video])
-    mouth_on, mouth_off = edges(video_times, np.array([v.mouth_dark for v in received.video]) > OPEN_MOUTH)
+    found = speech_edges(peer, LOUD_RMS, OPEN_MOUTH)
+    sound_on, sound_off, mouth_on, mouth_off = (
+        found["sound_on"], found["sound_off"], found["mouth_on"], found["mouth_off"]
+    )
     if len(mouth_on) != len(sound_on):
         raise RuntimeError(f"{len(mouth_on)} mouth openings for {len(sound_on)} sounds")
     pairs = list(zip(mouth_on, sound_on)) + list(zip(mouth_off, sound_off))
@@ -65,29 +62,18 @@ def offsets(peer: ClientPeer) -> list[float]:
 
 async def run(args: argparse.Namespace) -> dict:
     audio = encode(speech_like(SECONDS, bursts=BURSTS), "wav")
-    with server_process() as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            params = {"fps": args.fps, "playback_fps": args.playback_fps}
-            sid = (await http.post("/webrtc/sessions/create", params=params)).json()["session_id"]
-            peer = ClientPeer(http, sid)
-            await peer.connect()
-            await asyncio.sleep(1.5)
-            results = []
-            try:
-                for _ in range(args.trials):
-                    results.append(await trial(http, peer, sid, audio))
-                    await asyncio.sleep(0.5)
-                sync = (await http.get(f"/webrtc/sessions/{sid}")).json()["sync"]
-            finally:
-                await peer.close()
+    async with watched_session(args.fps, args.playback_fps, settle_seconds=1.5) as (_, http, sid, peer):
+        results = []
+        for _ in range(args.trials):
+            results.append(await trial(http, peer, sid, audio))
+            await asyncio.sleep(0.5)
+        sync = (await http.get(f"/webrtc/sessions/{sid}")).json()["sync"]
     return {"trials": results, "av_offsets_ms": offsets(peer), "sync": sync}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--fps", type=int, default=10)
-    parser.add_argument("--playback-fps", type=int, default=15)
+    session_arguments(parser, trials=10)
     args = parser.parse_args()
     data = asyncio.run(run(args))
     trials = data["trials"]

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import time
 
 import httpx
 import numpy as np
 
-from benchkit import print_table, server_process, write_json
+from benchkit import (
+    figures, percentile, print_table, session_arguments, speech_edges, wait_for_event,
+    watched_session, write_json,
+)
 from tests.audio_files import encode, speech_like
 from tests.speech_streamer import SpeechStreamer, pcm_s16
-from tests.webrtc_client import ClientPeer, SenderTimeline, audio_envelope, edges
+from tests.webrtc_client import ClientPeer
 
 RATE = 24_000
 BURSTS = [(0.0, 0.4), (0.6, 1.0), (1.2, 1.6)]
@@ -39,25 +41,6 @@ LOUD_RMS = 0.05
 SETTLE_SECONDS = 0.4
 FIRST_FRAME_GOAL_MS = 150.0
 SYNC_GOAL_MS = 40.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    lower, upper = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (k - lower)
-
-
-async def wait_for_event(peer: ClientPeer, kind: str, utterance_id: str, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in peer.received.events:
-            if event.get("type") == kind and event.get("utterance_id") == utterance_id:
-                return event
-        await asyncio.sleep(0.005)
-    raise TimeoutError(f"no {kind} for {utterance_id}")
 
 
 async def streamed_trial(url: str, peer: ClientPeer, sid: str, pcm: bytes, chunk_ms: int) -> dict:
@@ -90,12 +73,11 @@ async def file_trial(http: httpx.AsyncClient, peer: ClientPeer, sid: str, wav: b
 
 def measure(peer: ClientPeer, trials: list[dict]) -> None:
     received = peer.received
-    timeline = SenderTimeline(received)
-    times, rms = audio_envelope(received, timeline)
-    sound_on, sound_off = edges(times, rms > LOUD_RMS)
-    video_times = np.array([timeline.video_time(v.pts) for v in received.video])
-    mouth = np.array([v.mouth_dark for v in received.video])
-    mouth_on, mouth_off = edges(video_times, mouth > OPEN_MOUTH)
+    found = speech_edges(peer, LOUD_RMS, OPEN_MOUTH)
+    timeline = found["timeline"]
+    sound_on, sound_off, mouth_on, mouth_off = (
+        found["sound_on"], found["sound_off"], found["mouth_on"], found["mouth_off"]
+    )
     for t in trials:
         video = next(v for v in received.video if v.arrival > t["began"] and v.mouth_dark > OPEN_MOUTH)
         audio = next(
@@ -121,41 +103,20 @@ async def run(args: argparse.Namespace) -> dict:
     voice = speech_like(SPEECH_SECONDS, rate=RATE, bursts=BURSTS)
     pcm = pcm_s16(voice)
     wav = encode(voice, "wav", rate=RATE)
-    with server_process() as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            params = {"fps": args.fps, "playback_fps": args.playback_fps}
-            sid = (await http.post("/webrtc/sessions/create", params=params)).json()["session_id"]
-            peer = ClientPeer(http, sid)
-            await peer.connect()
-            await asyncio.sleep(1.0)
-            trials = []
-            try:
-                for _ in range(args.trials):
-                    for chunk_ms in CHUNKS_MS:
-                        trials.append(await streamed_trial(server.url, peer, sid, pcm, chunk_ms))
-                    trials.append(await file_trial(http, peer, sid, wav))
-                sync = (await http.get(f"/webrtc/sessions/{sid}")).json()["sync"]
-            finally:
-                await peer.close()
+    async with watched_session(args.fps, args.playback_fps) as (server, http, sid, peer):
+        trials = []
+        for _ in range(args.trials):
+            for chunk_ms in CHUNKS_MS:
+                trials.append(await streamed_trial(server.url, peer, sid, pcm, chunk_ms))
+            trials.append(await file_trial(http, peer, sid, wav))
+        sync = (await http.get(f"/webrtc/sessions/{sid}")).json()["sync"]
     measure(peer, trials)
     return {"trials": trials, "sync": sync}
 
 
-def figures(values: list[float]) -> dict[str, float]:
-    return {
-        "p50": percentile(values, 50),
-        "p95": percentile(values, 95),
-        "min": min(values),
-        "max": max(values),
-        "mean": statistics.fmean(values),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--fps", type=int, default=10)
-    parser.add_argument("--playback-fps", type=int, default=15)
+    session_arguments(parser, trials=6)
     args = parser.parse_args()
     data = asyncio.run(run(args))
     trials = data["trials"]

@@ -103,3 +103,91 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"machine": machine, **data}, indent=2))
     print(f"\nwrote {path.relative_to(ROOT)}")
     return path
+
+
+# --- one session watched by a real aiortc receiver (bench_latency, bench_streaming, bench_interrupt)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The `p`th percentile, interpolated between the closest ranks (NaN for none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * p / 100
+    lower, upper = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (k - lower)
+
+
+def figures(values: Sequence[float]) -> dict[str, float]:
+    """p50, p95, min, max and mean of `values`."""
+    return {
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "min": min(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+def session_arguments(parser: Any, trials: int) -> None:
+    """The flags every receiver benchmark takes: --trials, --fps, --playback-fps."""
+    parser.add_argument("--trials", type=int, default=trials)
+    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--playback-fps", type=int, default=15)
+
+
+@contextlib.asynccontextmanager
+async def watched_session(
+    fps: int, playback_fps: int, settle_seconds: float = 1.0, extra_env: dict[str, str] | None = None
+) -> Any:
+    """A server in its own process, one session on it and a real aiortc receiver
+    connected to it for `settle_seconds`: yields (server, http, session id, peer). The
+    peer is closed at the end; what it received stays in `peer.received`."""
+    import asyncio
+
+    from tests.webrtc_client import ClientPeer
+
+    with server_process(extra_env) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            params = {"fps": fps, "playback_fps": playback_fps}
+            sid = (await http.post("/webrtc/sessions/create", params=params)).json()["session_id"]
+            peer = ClientPeer(http, sid)
+            await peer.connect()
+            await asyncio.sleep(settle_seconds)
+            try:
+                yield server, http, sid, peer
+            finally:
+                await peer.close()
+
+
+async def wait_for_event(peer: Any, kind: str, utterance_id: str, timeout: float) -> dict[str, Any]:
+    """The receiver's data-channel event `kind` about `utterance_id`."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in peer.received.events:
+            if event.get("type") == kind and event.get("utterance_id") == utterance_id:
+                return event
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"no {kind} for {utterance_id}")
+
+
+def speech_edges(peer: Any, loud_rms: float, open_mouth: float) -> dict[str, Any]:
+    """Where sound and mouth open and close at the receiver, on the sender's clock
+    (RTCP sender reports, as a browser's lip sync sees them): seconds, as arrays."""
+    import numpy as np
+
+    from tests.webrtc_client import SenderTimeline, audio_envelope, edges
+
+    received = peer.received
+    timeline = SenderTimeline(received)
+    times, rms = audio_envelope(received, timeline)
+    sound_on, sound_off = edges(times, rms > loud_rms)
+    video_times = np.array([timeline.video_time(v.pts) for v in received.video])
+    mouth = np.array([v.mouth_dark for v in received.video])
+    mouth_on, mouth_off = edges(video_times, mouth > open_mouth)
+    return {
+        "timeline": timeline, "sound_on": sound_on, "sound_off": sound_off,
+        "mouth_on": mouth_on, "mouth_off": mouth_off,
+    }

@@ -73,10 +73,6 @@ class Settings:
     """Largest WebSocket message of streamed speech."""
     stream_idle_timeout_seconds: float = _env("STREAM_IDLE_TIMEOUT_SECONDS", default=10.0)
     """A streamed utterance that gets nothing for this long is ended with what arrived."""
-    stream_encoded_input: bool = _env("STREAM_ENCODED_INPUT", default=False)
-    """Accept mp3 / ogg_opus on the streaming endpoints. They are decoded in the server
-    process, not in the isolated decode workers (raw PCM needs no decoder): off unless the
-    clients are trusted."""
 
     # Network
     stun_urls: tuple[str, ...] = _env("WEBRTC_STUN_URLS", default=DEFAULT_STUN_URLS)
@@ -214,7 +210,7 @@ class Settings:
     tts_openai_key: str = _env("TTS_OPENAI_KEY", default="")
     tts_openai_model: str = _env("TTS_OPENAI_MODEL", default="tts-1")
     tts_openai_format: str = _env("TTS_OPENAI_FORMAT", default="pcm")
-    """pcm (24 kHz s16le) or wav."""
+    """pcm (24 kHz s16le), mp3 or opus (spoken as they arrive), or wav (read whole)."""
     tts_max_chars: int = _env("TTS_MAX_CHARS", default=1000)
     """Longest text `/say` takes (and longest sentence of a chat reply spoken at once)."""
     tts_timeout_seconds: float = _env("TTS_TIMEOUT_SECONDS", default=30.0)
@@ -343,8 +339,8 @@ class Settings:
             problems.append("LIPSYNC_MAX_BATCH must not be negative")
         if self.tts_engine not in ("espeak", "piper", "openai"):
             problems.append("TTS_ENGINE must be one of espeak, piper, openai")
-        if self.tts_openai_format not in ("pcm", "wav"):
-            problems.append("TTS_OPENAI_FORMAT must be pcm or wav")
+        if self.tts_openai_format not in ("pcm", "mp3", "opus", "wav"):
+            problems.append("TTS_OPENAI_FORMAT must be pcm, mp3, opus or wav")
         for name in (
             "tts_max_chars", "llm_max_reply_chars", "chat_max_message_chars",
             "chat_history_messages", "chat_history_chars",

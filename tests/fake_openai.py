@@ -2,8 +2,10 @@
 
 `POST /v1/chat/completions` streams a scripted reply word by word as chat.completion
 chunks (pausing where the script says), or fails the way the script says;
-`POST /v1/audio/speech` answers a tone as 24 kHz PCM16 (or WAV) of a length that grows
-with the text. Every request body is recorded.
+`POST /v1/audio/speech` answers a tone as 24 kHz PCM16 (or WAV, MP3, Ogg/Opus) of a
+length that grows with the text, at once or, with `speech_pace`, streamed as a streaming
+TTS does (pieces of `SPEECH_PIECE_SECONDS` at that many times real time). Every request
+body is recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ PAUSE = "<pause>"
 """In a scripted reply: wait `pause_seconds` here before sending the rest."""
 SPEECH_RATE = 24_000
 SPEECH_SECONDS_PER_CHAR = 0.03
+SPEECH_PIECE_SECONDS = 0.1
+UNKNOWN_VOICE = "nobody"
+"""A voice the speech service answers 400 for."""
 
 
 @dataclass
@@ -51,6 +56,10 @@ class FakeOpenAi:
     speech_requests: list[dict[str, Any]] = field(default_factory=list)
     stream_finished_at: list[float] = field(default_factory=list)
     """time.monotonic() when each reply's last chunk was sent."""
+    speech_pace: float = 0.0
+    """0: speech answered at once; else streamed at this many times real time."""
+    speech_finished_at: list[float] = field(default_factory=list)
+    """time.time() when each speech answer's last piece was sent."""
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -75,10 +84,13 @@ class FakeOpenAi:
         async def speech(request: Request) -> Response:
             body = await request.json()
             self.speech_requests.append(body)
+            if body.get("voice") == UNKNOWN_VOICE:
+                return JSONResponse({"error": {"message": f"unknown voice {UNKNOWN_VOICE}"}}, 400)
             seconds = max(0.2, len(body["input"]) * SPEECH_SECONDS_PER_CHAR)
             t = np.arange(int(seconds * SPEECH_RATE)) / SPEECH_RATE
             pcm = (0.4 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
-            if body.get("response_format") == "wav":
+            response_format = body.get("response_format")
+            if response_format == "wav":
                 buffer = io.BytesIO()
                 with wave.open(buffer, "wb") as out:
                     out.setnchannels(1)
@@ -86,9 +98,29 @@ class FakeOpenAi:
                     out.setframerate(SPEECH_RATE)
                     out.writeframes(pcm)
                 pcm = buffer.getvalue()
-            return Response(pcm, media_type="application/octet-stream")
+            elif response_format in ("mp3", "opus"):
+                from tests.audio_files import encode
+                from tests.speech_streamer import ogg_opus
+
+                tone = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+                if response_format == "mp3":
+                    pcm = encode(tone, "mp3", rate=SPEECH_RATE)
+                else:
+                    pcm = ogg_opus(np.repeat(tone, 2), page_seconds=0.04)  # 48 kHz
+            if not self.speech_pace:
+                self.speech_finished_at.append(time.time())
+                return Response(pcm, media_type="application/octet-stream")
+            return StreamingResponse(self._speech_pieces(pcm, seconds), media_type="application/octet-stream")
 
         return app
+
+    async def _speech_pieces(self, data: bytes, seconds: float) -> AsyncIterator[bytes]:
+        pieces = max(1, round(seconds / SPEECH_PIECE_SECONDS))
+        size = -(-len(data) // pieces)
+        for offset in range(0, len(data), size):
+            yield data[offset : offset + size]
+            await asyncio.sleep(SPEECH_PIECE_SECONDS / self.speech_pace)
+        self.speech_finished_at.append(time.time())
 
     async def _chunks(self, script: Script) -> AsyncIterator[str]:
         def chunk(content: str) -> str:

@@ -98,12 +98,14 @@ class SpeechSocket:
             if self.incoming is not None and self.incoming.open:
                 # The client went away: what arrived is the utterance.
                 with contextlib.suppress(Refusal):
-                    self.incoming.end()
+                    await self.incoming.end()
         except Refusal as refusal:
             if self.incoming is not None and self.incoming.open:
                 self.incoming.abandon(refusal.message)
             await self._refuse(refusal)
         finally:
+            if self.incoming is not None and self.incoming.open:
+                self.incoming.abandon("the stream failed")  # frees its decode worker
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
@@ -121,7 +123,7 @@ class SpeechSocket:
             )
         except TimeoutError:
             if incoming is not None:
-                incoming.end()
+                await incoming.end()
             raise IdleStreamError(
                 f"No audio for {self.settings.stream_idle_timeout_seconds:g} s "
                 "(STREAM_IDLE_TIMEOUT_SECONDS): the utterance ended with what arrived."
@@ -135,7 +137,7 @@ class SpeechSocket:
                     "Audio arrived before a start message: send {\"type\": \"start\", "
                     "\"format\": ...} first (or declare format in the query)."
                 )
-            incoming.feed(data)
+            await incoming.feed(data)
             return
         text = message.get("text") or ""
         try:
@@ -152,7 +154,7 @@ class SpeechSocket:
         elif kind == "end":
             if not receiving or incoming is None:
                 raise ProtocolError("No utterance is open: send a start message first.")
-            incoming.end()
+            await incoming.end()
             await self._send({
                 "type": "complete",
                 "utterance_id": incoming.utterance.id,
@@ -167,7 +169,7 @@ class SpeechSocket:
         mode = _mode(fields.get("mode"))
         incoming = IncomingSpeech(
             self.session, declared, mode, _flag(fields.get("keep_queue", False)), self.settings,
-            whole_messages=True,
+            whole_messages=True, decoders=self.server.audio_decoders,
         )
         self.incoming = incoming
         self._mine.add(incoming.utterance.id)
@@ -226,10 +228,20 @@ async def speech_socket(websocket: WebSocket, session_id: str) -> None:
             "description": "Still speaking (mode=reject), queue full, or no client connected.",
             "headers": RETRY_AFTER_HEADER,
         },
-        413: {"model": ErrorResponse, "description": "Longer than MAX_AUDIO_SECONDS."},
+        400: {"model": ErrorResponse, "description": "An MP3 or Ogg/Opus stream made its decoder crash."},
+        413: {
+            "model": ErrorResponse,
+            "description": "Longer than MAX_AUDIO_SECONDS, or past its decode worker's limit.",
+        },
         429: {"model": RateLimitedResponse, "description": "Too many uploads from this client."},
+        503: {
+            "model": BusyResponse,
+            "description": "Every decode slot is taken (MP3, Ogg/Opus; with `retry_after_seconds`), "
+            "or the server is shutting down.",
+            "headers": RETRY_AFTER_HEADER,
+        },
         **invalid_request("An undeclared or unsupported format, rate or channel count; a body "
-                          "that ends inside a sample."),
+                          "that ends inside a sample; an undecodable or truncated MP3/Ogg stream."),
     },
     openapi_extra={
         "requestBody": {
@@ -253,14 +265,17 @@ async def stream_speech(
     rendered, before the body ends; the answer comes when the body has ended."""
     session = server.sessions.get(session_id)
     declared = StreamFormat.parse(format, sample_rate, channels)
-    incoming = IncomingSpeech(session, declared, mode, keep_queue, server.settings, whole_messages=False)
+    incoming = IncomingSpeech(
+        session, declared, mode, keep_queue, server.settings, whole_messages=False,
+        decoders=server.audio_decoders,
+    )
     try:
         async for block in request.stream():
             if not incoming.active:
                 break
             await incoming.wait_for_room()  # backpressure: the body is read no faster
-            incoming.feed(block)
-        incoming.end()
+            await incoming.feed(block)
+        await incoming.end()
     except Refusal:
         raise
     except BaseException:

@@ -22,7 +22,7 @@ from server.api.schemas import (
 from server.chat.turn import ChatTurn
 from server.refusal import Refusal
 from server.sessions.queue import SpeechMode
-from server.sessions.text_speech import speak_text
+from server.sessions.text_speech import speak_text, speak_text_streamed
 
 router = APIRouter(
     prefix="/webrtc/sessions",
@@ -54,13 +54,21 @@ class ChatMessageError(Refusal):
 @router.post("/{session_id}/say", operation_id="say", response_model=SayAccepted, responses=COMMON)
 async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccepted:
     """Make the avatar speak `text` (plain or SSML: tags are removed, never spoken),
-    synthesised by the configured TTS backend, under the busy policy `mode`."""
+    synthesised by the configured TTS backend, under the busy policy `mode`. With a
+    streaming backend (TTS_ENGINE=openai, a pcm, mp3 or opus format) the avatar starts
+    speaking before synthesis ends; the answer comes when it has ended."""
     session = server.sessions.get(session_id)
     mode = SpeechMode(body.mode)
-    spoken = await speak_text(
-        session, server.tts, body.text, body.voice, mode, body.keep_queue,
-        server.settings.tts_max_chars, server.settings.max_audio_seconds,
-    )
+    if server.tts.stream_format is not None:  # spoken while it is synthesised
+        spoken = await speak_text_streamed(
+            session, server.tts, body.text, body.voice, mode, body.keep_queue,
+            server.settings, server.audio_decoders,
+        )
+    else:
+        spoken = await speak_text(
+            session, server.tts, body.text, body.voice, mode, body.keep_queue,
+            server.settings.tts_max_chars, server.settings.max_audio_seconds,
+        )
     admission = spoken.admission
     utterance = admission.utterance
     return SayAccepted(

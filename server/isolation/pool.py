@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
-from server.isolation.worker import serve
+from server.isolation.worker import FED, serve
 from server.refusal import Refusal
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,10 @@ T = TypeVar("T")
 
 START_METHOD = "forkserver"
 # Imported once by the forkserver, so that each worker starts with the decoders loaded.
-PRELOAD = ["server.isolation.worker", "server.media.audio_input", "server.avatars.video"]
+PRELOAD = [
+    "server.isolation.worker", "server.media.audio_input", "server.media.encoded_stream",
+    "server.avatars.video",
+]
 # How long a dying worker is given to report its exit status before it is killed.
 EXIT_WAIT_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 1.0
@@ -171,22 +174,14 @@ class DecodePool:
         `function` and its arguments and result travel by pickle: a module-level function.
         Raises `DecodeError` (400, 413, 422) and whatever `Refusal` the function raised.
         """
-        with self._lock:
-            if self._in_flight >= self.max_in_flight:
-                raise DecodeBusyError(
-                    f"The server is decoding as many files as it may at once "
-                    f"({self.max_in_flight}); send this one again in a moment.",
-                    retry_after_seconds=RETRY_AFTER_SECONDS,
-                )
-            self._in_flight += 1
+        self._take_slot()
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
                 self._executor, functools.partial(self.call, function, *args)
             )
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._release_slot()
 
     def call(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in a worker, blocking this thread until it is done.
@@ -226,7 +221,66 @@ class DecodePool:
         finally:
             self._checkin(worker, answered)
 
+    async def open_fed(self, factory: Callable[..., Any], *args: Any) -> FedStream:
+        """A stream decoded in a worker of its own as its pieces arrive (`FedStream`).
+
+        `factory(*args)` runs in the worker and makes the decoder: an object with
+        `feed(data)` and `finish()`, whose results travel back by pickle. The stream takes
+        one of `max_in_flight` slots (503 beyond) and a fresh worker, not one of the pool's,
+        so that a long stream never makes uploads wait; the worker goes when it ends. Its
+        limits: the pool's memory, its CPU time over the whole stream, its wall time for
+        each answer.
+        """
+        self._take_slot()
+        try:
+            loop = asyncio.get_running_loop()
+            worker = await loop.run_in_executor(
+                self._executor, functools.partial(self._start_fed, factory, args)
+            )
+        except BaseException:
+            self._release_slot()
+            raise
+        return FedStream(self, worker)
+
     # --- inside ------------------------------------------------------------------------------
+
+    def _take_slot(self) -> None:
+        with self._lock:
+            if self._in_flight >= self.max_in_flight:
+                raise DecodeBusyError(
+                    f"The server is decoding as many files as it may at once "
+                    f"({self.max_in_flight}); send this one again in a moment.",
+                    retry_after_seconds=RETRY_AFTER_SECONDS,
+                )
+            self._in_flight += 1
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _start_fed(self, factory: Callable[..., Any], args: tuple[Any, ...]) -> _Worker:
+        self.start()
+        with self._lock:
+            if self._closed:
+                raise DecodeBusyError("The server is shutting down.")
+            worker = self._new_worker()
+        try:
+            worker.connection.send((factory, args, FED, self.limits.cpu_seconds))
+            self._result(*self._receive(worker))
+        except BaseException:
+            self._retire(worker, crashed=False)
+            raise
+        return worker
+
+    def _retire(self, worker: _Worker, crashed: bool) -> None:
+        """Stop a fed stream's worker (it is not one of the pool's); count it if it crashed."""
+        worker.stop()
+        with self._lock:
+            self._workers.discard(worker)
+        if crashed:
+            self.crashes += 1
+            if self._on_replaced is not None:
+                self._on_replaced("lost")
 
     def _new_worker(self) -> _Worker:
         worker = _Worker(self._context, self.limits.memory_bytes, f"{self.name}-worker")
@@ -316,3 +370,66 @@ class DecodePool:
         raise DecodeError(
             "The file could not be decoded: it is damaged or not what it claims to be.", 400
         )
+
+
+class FedStream:
+    """One stream being decoded in its own worker (`DecodePool.open_fed`): `feed` each
+    piece as it arrives, then `finish`; `close` when it is abandoned.
+
+    Raises `DecodeError` as `DecodePool.run` does (400 the worker crashed, 413 past a
+    limit, the decoder's own refusals); after one, the stream is over.
+    """
+
+    def __init__(self, pool: DecodePool, worker: _Worker) -> None:
+        self._pool = pool
+        self._worker = worker
+        self._lock = threading.Lock()  # guards `closed`: the stream ends once
+        self.closed = False
+
+    async def feed(self, data: bytes) -> Any:
+        """What the decoder makes of `data` (with all that came before)."""
+        return await self._ask("feed", data)
+
+    async def finish(self) -> Any:
+        """The decoder's last output; the stream is then closed."""
+        try:
+            return await self._ask("finish", None)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the stream and its worker (idempotent; an exchange in flight fails)."""
+        self._end(crashed=False)
+
+    def _end(self, crashed: bool) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        self._pool._retire(self._worker, crashed)
+        self._pool._release_slot()
+
+    async def _ask(self, kind: str, data: Any) -> Any:
+        if self.closed:
+            raise DecodeError("The stream's decoding has already ended.", 400)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool._executor, functools.partial(self._exchange, kind, data)
+        )
+
+    def _exchange(self, kind: str, data: Any) -> Any:
+        pool = self._pool
+        try:
+            self._worker.connection.send((kind, data))
+            answer = pool._receive(self._worker)
+        except (DecodeError, DecodeBusyError, OSError) as error:
+            self._end(crashed=not self.closed and not pool._closed)
+            if isinstance(error, OSError):
+                raise DecodeError(
+                    "The stream made the decoder crash: it is damaged or malformed.", 400
+                ) from None
+            raise
+        if answer[0] in ("item", "ok"):
+            return answer[1]
+        self.close()
+        return pool._result(*answer)

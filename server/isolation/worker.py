@@ -36,10 +36,15 @@ stand-in for a decoder bug), so that recovery is tested on a real crash, end to 
 Reply = tuple[str, Any]
 """("ok", result) | ("item", value) | ("end", None) | ("refused", (status, message)) |
 ("memory", None) | ("failed", description)"""
+FED = "fed"
+"""The task mode of a fed stream: `function(*args)` makes an object with `feed(data)` and
+`finish()`; the pool then sends ("feed", data) and at last ("finish", None), and each is
+answered with ("item", object.feed(data)) and ("ok", object.finish())."""
 
 
 def serve(connection: Connection, memory_bytes: int) -> None:
-    """The worker's main loop: (function, args, stream, cpu_seconds) in, replies out."""
+    """The worker's main loop: (function, args, stream, cpu_seconds) in, replies out
+    (`stream`: False, True for a generator's items, or `FED`)."""
     _limit_memory(memory_bytes)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server's Ctrl-C is the server's
     while True:
@@ -51,7 +56,9 @@ def serve(connection: Connection, memory_bytes: int) -> None:
         try:
             if args and isinstance(args[0], bytes) and args[0] == CRASH_ON_PURPOSE:
                 os.abort()
-            if stream:
+            if stream == FED:
+                _serve_fed(connection, function(*args))
+            elif stream:
                 for item in function(*args):
                     connection.send(("item", item))
                 connection.send(("end", None))
@@ -65,6 +72,22 @@ def serve(connection: Connection, memory_bytes: int) -> None:
             connection.send(("failed", f"{type(error).__name__}: {error}"))
         finally:
             _limit_cpu(None)
+
+
+def _serve_fed(connection: Connection, decoder: Any) -> None:
+    """Answer a fed stream's messages until its finish (or the pool goes away)."""
+    connection.send(("ok", None))  # the decoder is made
+    while True:
+        try:
+            kind, data = connection.recv()
+        except (EOFError, OSError):
+            return
+        if kind == "finish":
+            connection.send(("ok", decoder.finish()))
+            return
+        if isinstance(data, bytes) and data == CRASH_ON_PURPOSE:
+            os.abort()
+        connection.send(("item", decoder.feed(data)))
 
 
 def _limit_memory(memory_bytes: int) -> None:

@@ -1,13 +1,13 @@
-"""Incremental decoding of streamed MP3 and Ogg/Opus, in this process, with strict caps.
+"""Incremental decoding of streamed MP3 and Ogg/Opus, with strict caps.
 
-Uploaded files are decoded in the isolated decode workers (server/isolation); a stream
-is decoded here instead, message by message, by FFmpeg's decoders through PyAV: MP3 with
-FFmpeg's frame parser, Ogg/Opus with the small page reader below (Ogg pages are simple;
-the packets go to the Opus decoder; FFmpeg's MP3 parser skips what is not a frame). What
-keeps this safe enough in-process: a cap on the undecoded Ogg bytes held, at most `MAX_CHANNELS` channels and `MAX_SAMPLE_RATE`, corrupt
-packets skipped up to `MAX_BAD_PACKETS`, and the message and duration limits of the
-caller (STREAM_MAX_MESSAGE_BYTES, MAX_AUDIO_SECONDS). Both codecs' decoders are small,
-well-fuzzed and fast.
+It runs in an isolated decode worker (server/isolation: `DecodePool.open_fed`, made by
+`open_encoded_stream`), never in the server process: the worker's memory, CPU-time and
+wall-time limits hold for it as for uploads. FFmpeg's decoders through PyAV do the work,
+message by message: MP3 with FFmpeg's frame parser (it skips what is not a frame),
+Ogg/Opus with the small page reader below (the packets go to the Opus decoder). Its own
+caps: the undecoded Ogg bytes held, at most `MAX_CHANNELS` channels and `MAX_SAMPLE_RATE`,
+corrupt packets skipped up to `MAX_BAD_PACKETS`, and the decoded duration (a stream that
+decodes to more than its limit is refused as soon as it does, within one message).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import soxr
 from server.media.audio_input import frame_to_mono
 from server.media.clock import AUDIO_SAMPLE_RATE
 from server.media.stream_input import RESAMPLE_QUALITY, StreamFormatError
+from server.refusal import Refusal
 
 MAX_PENDING_BYTES = 256 * 1024
 """Undecoded bytes held at most (an Ogg page is at most ~64 KiB, an MP3 frame ~2 KiB)."""
@@ -33,11 +34,24 @@ OPUS_HEAD = b"OpusHead"
 OPUS_TAGS = b"OpusTags"
 
 
-class EncodedStreamDecoder:
-    """MP3 or Ogg/Opus bytes to float32 mono 48 kHz, as they arrive."""
+class EncodedStreamTooLongError(Refusal):
+    status = 413
 
-    def __init__(self, format: str) -> None:
+
+def open_encoded_stream(format: str, max_seconds: float) -> EncodedStreamDecoder:
+    """The decoder of a stream in `format` (in a decode worker: `DecodePool.open_fed`)."""
+    return EncodedStreamDecoder(format, max_seconds)
+
+
+class EncodedStreamDecoder:
+    """MP3 or Ogg/Opus bytes to float32 mono 48 kHz, as they arrive; refused (413) once
+    it has decoded more than `max_seconds`."""
+
+    def __init__(self, format: str, max_seconds: float | None = None) -> None:
         self.format = format
+        self.max_seconds = max_seconds
+        self._max_samples = None if max_seconds is None else round(max_seconds * AUDIO_SAMPLE_RATE)
+        self._decoded = 0
         self._codec = av.CodecContext.create("mp3" if format == "mp3" else "libopus", "r")
         self._ogg = OggPackets() if format == "ogg_opus" else None
         self._opus_head_seen = False
@@ -98,7 +112,14 @@ class EncodedStreamDecoder:
                     ) from None
                 continue
             for frame in frames:
-                pieces.append(self._to_48k(frame))
+                piece = self._to_48k(frame)
+                self._decoded += len(piece)
+                if self._max_samples is not None and self._decoded > self._max_samples:
+                    raise EncodedStreamTooLongError(
+                        f"The streamed speech is longer than {self.max_seconds:g} s "
+                        "(MAX_AUDIO_SECONDS); end the utterance and start another."
+                    )
+                pieces.append(piece)
         if last and self._resampler is not None:
             pieces.append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         if not pieces:

@@ -39,6 +39,11 @@ class SyncSettings:
     stream_max_lead_seconds: float = 0.02
     """How far streamed audio may play past the frames its input lets render (the frame
     before is shown meanwhile): a little slack against the frame grid, well within sync."""
+    stream_start_margin_seconds: float = 0.0
+    """For streamed speech: the audio it needs beyond its first frames' before it starts,
+    or, short of that, the time it waits after they arrived. Input at real time keeps the
+    lead it had at the start, and the video shows a frame up to half a playback frame
+    before its time: with less lead than that, every frame would be late (session.py)."""
 
 
 @dataclass
@@ -243,9 +248,21 @@ class Playout:
                 audio_frame_time(self._audio_next),
                 self._video_last_time + TIME_EPSILON,
             )
+            if utterance.earliest_start is not None:
+                earliest = max(earliest, utterance.earliest_start)
             start = audio_frame_time(audio_frame_at_or_after(earliest))
             utterance.start_time = start
             self._anchor = _Anchor(start, 0.0, holding=False)
+
+    def input_ready(self, utterance: Utterance) -> None:
+        """Tell the playout that a streamed utterance's audio for its first frames (its
+        prebuffer) has arrived: it starts once its lead beyond them (what arrived more)
+        and the time since make `stream_start_margin_seconds`."""
+        if utterance.earliest_start is not None:
+            return
+        lead = utterance.received / AUDIO_SAMPLE_RATE - self.prebuffer_frames(utterance) / utterance.fps
+        wait = max(0.0, self.sync.stream_start_margin_seconds - lead)
+        utterance.earliest_start = self.clock.now() + wait
 
     def cancel(self, reason: str = "cancelled") -> PlayoutEvent | None:
         """Drop the current utterance at once: the next audio frame is silence, and the

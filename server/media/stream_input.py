@@ -4,9 +4,9 @@ Raw PCM (`pcm_s16le`, `f32le`, interleaved) at one of `STREAM_SAMPLE_RATES` with
 channels is turned into float32 mono at 48 kHz as it arrives, by soxr's streaming
 resampler at its quick (cubic) quality: HQ, as file uploads use, holds back ~30 ms and
 releases output in ~35 ms blocks, which would delay the first frame by a whole chunk;
-the quick one holds back a few samples, and on speech differs from VHQ by -80 dB. Encoded streams (`mp3`, `ogg_opus`) are decoded
-incrementally in this process by FFmpeg's parsers through PyAV, one message at a time,
-with the caps of `EncodedStreamDecoder`.
+the quick one holds back a few samples, and on speech differs from VHQ by -80 dB.
+Encoded streams (`mp3`, `ogg_opus`) are decoded incrementally in an isolated decode
+worker (server/media/encoded_stream.py, server/isolation), one message at a time.
 """
 
 from __future__ import annotations
@@ -150,11 +150,3 @@ class PcmStreamDecoder:
         if self._resampler is None:
             return samples
         return self._resampler.resample_chunk(samples, last=last)
-
-
-def make_stream_decoder(declared: StreamFormat, whole_messages: bool) -> StreamDecoder:
-    if declared.format in PCM_FORMATS:
-        return PcmStreamDecoder(declared, whole_messages)
-    from server.media.encoded_stream import EncodedStreamDecoder
-
-    return EncodedStreamDecoder(declared.format)

@@ -71,6 +71,7 @@ class Utterance:
         self.start_time: float | None = None  # media time its audio starts
         self.end_time: float | None = None  # media time its audio ended
         self.accepted_at: float | None = None  # media time it was accepted
+        self.earliest_start: float | None = None  # media time a streamed one may start at
         self.error: str | None = None
         self._frames: dict[int, np.ndarray] = {}
         self._ready = 0  # frames 0 .. _ready - 1 are all rendered

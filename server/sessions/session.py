@@ -39,7 +39,9 @@ from server.sessions.queue import (
     SpeechQueue,
 )
 from server.sessions.speech import render_utterance
-from server.sessions.streamed_speech import AudioArrival, lookahead_frames, render_growing_utterance
+from server.sessions.streamed_speech import (
+    AudioArrival, lookahead_frames, render_growing_utterance, stream_start_margin,
+)
 from server.refusal import Refusal
 from server.settings import Settings
 
@@ -127,6 +129,7 @@ class Session:
                 settings.audio_max_lag_seconds,
                 stream_prebuffer_seconds=settings.stream_prebuffer_seconds,
                 stream_rebuffer_seconds=settings.stream_rebuffer_seconds,
+                stream_start_margin_seconds=stream_start_margin(params.playback_fps),
             ),
             self.clock,
             on_event=self._on_playout_event,

@@ -11,20 +11,18 @@ frame and feature indices stay aligned) to what has arrived.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable
 
 import numpy as np
 
-from server.lipsync.engine import LoadedAvatar, RenderRequest
+from server.lipsync.engine import LoadedAvatar
 from server.lipsync.worker import LipSyncWorker
 from server.media.clock import AUDIO_SAMPLE_RATE
 from server.media.playout import Playout
 from server.media.utterance import Utterance, UtteranceState
+from server.sessions.frame_rendering import failure_reported, render_frames
 from server.sessions.speech import WINDOW_POLL_SECONDS
-
-logger = logging.getLogger(__name__)
 
 
 class AudioArrival:
@@ -57,6 +55,14 @@ def audio_window(
     return window, range(frames.start - offset_frames, frames.stop - offset_frames)
 
 
+def stream_start_margin(playback_fps: float) -> float:
+    """The lead a streamed utterance needs at its start beyond its first frames' audio
+    (or, short of it, waits for): half a playback frame, as the video shows each frame
+    that much before its time (tracks.py), so that frames whose audio arrives at real
+    time are not late. Rendering the first frames counts towards the wait."""
+    return 0.5 / playback_fps
+
+
 def lookahead_frames(seconds: float, fps: float) -> int:
     """Whole frames at `fps` that cover `seconds` of look-ahead."""
     return max(0, math.ceil(seconds * fps - 1e-9))
@@ -74,14 +80,14 @@ async def render_growing_utterance(
 ) -> None:
     """Render `utterance` while its audio arrives, handing frames to the playout."""
     engine = worker.engine
-    clock = playout.clock
     fps = utterance.fps
     ahead_frames = max(1, round(utterance.chunk_duration * fps))
-    futures: list[asyncio.Future] = []
     j = 0
-    try:
+    with failure_reported(utterance, owner, on_failed):
         while utterance.active:
             limit = utterance.available_frames
+            if limit >= playout.prebuffer_frames(utterance) or utterance.complete:
+                playout.input_ready(utterance)
             if j >= limit:
                 if utterance.complete:
                     break
@@ -94,37 +100,12 @@ async def render_growing_utterance(
             window, shifted = audio_window(
                 utterance.samples, round(fps), frames, engine.audio_context_seconds
             )
-            first_due = clock.wall(playout.frame_due(utterance, frames.start))
-            features = await worker.call(
-                engine.audio_features, window, fps, shifted, deadline=first_due
+            await render_frames(
+                utterance, frames, window, shifted, avatar, worker, playout, batch_size, owner
             )
-            requests = []
-            deadlines = []
-            for k, frame_features in zip(frames, features, strict=True):
-                counter = utterance.start_counter + k
-                requests.append(RenderRequest(avatar, playout.avatar_index(counter), frame_features))
-                group_start = k - (k - frames.start) % batch_size
-                deadlines.append(clock.wall(playout.frame_due(utterance, group_start)))
-            futures = worker.render(requests, deadlines, owner=owner)
-            for k, future in zip(frames, futures):
-                image = await future
-                utterance.add_frame(k, image)
-                playout.frames_added(utterance)
-            futures = []
             j = frames.stop
         # The end may have come with every frame already rendered but not yet started.
         playout.frames_added(utterance)
-    except asyncio.CancelledError:
-        raise
-    except Exception as error:
-        logger.exception(
-            "rendering streamed utterance %s failed", utterance.id, extra={"session_id": owner}
-        )
-        utterance.error = f"rendering failed: {error}"
-        on_failed(utterance, utterance.error)
-    finally:
-        for future in futures:
-            future.cancel()
 
 
 def _may_render(utterance: Utterance, playout: Playout, j: int, ahead_frames: int) -> bool:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.isolation.pool import DecodePool
 from server.refusal import Refusal
 from server.sessions.queue import Admission, SpeechMode
 from server.sessions.session import Session
-from server.tts.engine import Speech, TextToSpeech
+from server.sessions.speech_input import IncomingSpeech
+from server.settings import Settings
+from server.tts.engine import Speech, TextToSpeech, TtsFailedError
 from server.tts.ssml import speakable_text
 
 
@@ -62,3 +65,47 @@ async def speak_text(
             413,
         )
     return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))
+
+
+async def speak_text_streamed(
+    session: Session,
+    tts: TextToSpeech,
+    text: str,
+    voice: str | None,
+    mode: SpeechMode,
+    keep_queue: bool,
+    settings: Settings,
+    decoders: DecodePool,
+) -> SpokenText:
+    """As `speak_text`, for a backend with a `stream_format`: its audio is streamed
+    speech, spoken while it is synthesised; this returns once synthesis has ended.
+
+    The utterance is admitted once the backend has answered (a failure before that
+    leaves the session as it was); one that fails or runs past MAX_AUDIO_SECONDS later
+    is dropped where it is (503, 413).
+    """
+    assert tts.stream_format is not None
+    spoken = checked_text(text, settings.tts_max_chars)
+    chosen = tts.check_voice(voice)
+    tts.check_available()
+    session.check_can_speak(mode)
+    async with tts.open_stream(spoken, chosen) as pieces:
+        incoming = IncomingSpeech(
+            session, tts.stream_format, mode, keep_queue, settings, whole_messages=False,
+            decoders=decoders,
+        )
+        try:
+            async for piece in pieces:
+                if not incoming.active:
+                    break  # cut (interrupted): the rest is not needed
+                await incoming.wait_for_room()
+                await incoming.feed(piece)
+            if incoming.utterance.received == 0 and incoming.active:
+                raise TtsFailedError(f"The {tts.name} speech synthesis returned no audio for this text.")
+            await incoming.end()
+        except BaseException:
+            if incoming.open:
+                incoming.abandon("the speech synthesis failed")
+            raise
+    utterance = incoming.utterance
+    return SpokenText(Speech(utterance.samples, chosen, spoken), incoming.admission)

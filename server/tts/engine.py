@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import numpy as np
 
 from server.media.audio_input import SAMPLE_RATE
+from server.media.stream_input import StreamFormat
 from server.refusal import Refusal
 
 # Added to a backend's own timeout for the thread that waits on it (the backend enforces
@@ -51,6 +54,9 @@ class TextToSpeech(abc.ABC):
 
     name: str
     timeout_seconds: float
+    stream_format: StreamFormat | None = None
+    """Set by a backend that can hand its audio on as it is synthesised (`open_stream`):
+    the format of the pieces, spoken as streamed speech."""
 
     @abc.abstractmethod
     def unavailable_reason(self) -> str | None:
@@ -67,6 +73,11 @@ class TextToSpeech(abc.ABC):
     @abc.abstractmethod
     def synthesize_blocking(self, text: str, voice: str) -> np.ndarray:
         """float32 mono 48 kHz audio of plain `text` in `voice`; raises TtsFailedError."""
+
+    def open_stream(self, text: str, voice: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """`text` spoken in `voice`, as pieces of audio in `stream_format` while they are
+        synthesised (for the backends that set it)."""
+        raise NotImplementedError(f"the {self.name} backend does not stream")
 
     def check_voice(self, voice: str | None) -> str:
         """The voice to use for a request naming `voice`; UnknownVoiceError (422) if none."""

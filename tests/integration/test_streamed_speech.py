@@ -33,10 +33,7 @@ START = {"type": "start", "format": "pcm_s16le", "sample_rate": RATE, "channels"
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[LiveServer]:
-    settings = make_settings(
-        max_audio_seconds=MAX_SECONDS, stream_max_buffer_seconds=MAX_BUFFER,
-        stream_encoded_input=True,  # the mp3 / ogg_opus tests; off by default
-    )
+    settings = make_settings(max_audio_seconds=MAX_SECONDS, stream_max_buffer_seconds=MAX_BUFFER)
     server = LiveServer(settings, host="127.0.0.1")
     server.start()
     yield server
@@ -358,12 +355,3 @@ def test_the_speech_socket_needs_an_api_key_when_the_server_has_keys() -> None:
         asyncio.run(attempt())
     finally:
         server.stop()
-
-
-async def test_encoded_streams_are_refused_unless_enabled() -> None:
-    # Their decoders run in the server process, not in the isolated decode workers.
-    async with running_app(make_settings()) as client:
-        sid = (await client.post("/webrtc/sessions/create")).json()["session_id"]
-        response = await client.post(f"/webrtc/sessions/{sid}/speech?format=mp3", content=b"")
-    assert response.status_code == 422
-    assert "STREAM_ENCODED_INPUT" in response.json()["detail"]

@@ -146,3 +146,36 @@ def test_an_utterance_shorter_than_a_frame_starts_once_it_ends(playout: Playout,
     assert utterance.start_time is not None
     audio = pull_audio(playout, time_source, 3)
     assert audio[0] is not None and utterance.state is UtteranceState.FINISHED
+
+
+MARGIN = 0.5 / 15  # half a frame at playback 15 fps
+
+
+@pytest.fixture
+def margined(time_source: FakeTime, events: list) -> Playout:
+    sync = SyncSettings(0.2, 0.08, 0.12, stream_prebuffer_seconds=0.05, stream_start_margin_seconds=MARGIN)
+    return Playout(CYCLE, FPS, sync, SessionClock(time_source), on_event=events.append)
+
+
+def test_a_streamed_start_with_no_lead_waits_the_margin_after_its_first_frames_audio(
+    margined: Playout, time_source: FakeTime
+) -> None:
+    utterance = growing(margined)
+    utterance.append(voice(FRAME_SAMPLES))  # input at real time: just the first frame's audio
+    margined.input_ready(utterance)
+    arrived = margined.clock.now()
+    time_source.now += 0.005  # rendering took 5 ms
+    render_available(margined, utterance)
+    assert utterance.start_time is not None
+    assert arrived + MARGIN <= utterance.start_time < arrived + MARGIN + 0.02
+
+
+def test_a_streamed_start_with_enough_lead_does_not_wait(margined: Playout, time_source: FakeTime) -> None:
+    utterance = growing(margined)
+    utterance.append(voice(FRAME_SAMPLES + 2400))  # a TTS ahead of real time: 50 ms more
+    margined.input_ready(utterance)
+    arrived = margined.clock.now()
+    time_source.now += 0.005
+    render_available(margined, utterance)
+    assert utterance.start_time is not None
+    assert utterance.start_time < arrived + 0.02 + 0.005

@@ -99,7 +99,7 @@ def test_text_and_chat_settings() -> None:
     ("name", "value", "words"),
     [
         ("TTS_ENGINE", "festival", "TTS_ENGINE must be one of espeak, piper, openai"),
-        ("TTS_OPENAI_FORMAT", "mp3", "TTS_OPENAI_FORMAT must be pcm or wav"),
+        ("TTS_OPENAI_FORMAT", "flac", "TTS_OPENAI_FORMAT must be pcm, mp3, opus or wav"),
         ("CHAT_HISTORY_MESSAGES", "0", "CHAT_HISTORY_MESSAGES must be at least 1"),
         ("LLM_TIMEOUT_SECONDS", "0", "LLM_TIMEOUT_SECONDS must be positive"),
     ],
