@@ -6,8 +6,10 @@ import asyncio
 import logging
 
 from server.avatars.jobs import PreparationJobs
+from server.capacity import calibrate, capacity_model, configured_costs
 from server.chat.llm import ChatCompletions
 from server.avatars.preparation import Preparation, Preparer
+from server.avatars.demo import DEMO_AVATAR_ID
 from server.avatars.storage import load_prepared, remove_leftovers
 from server.avatars.store import AvatarStore
 from server.isolation.pool import DecodeLimits, DecodePool
@@ -16,6 +18,7 @@ from server.lipsync.worker import LipSyncWorker
 from server.metrics import ServerMetrics
 from server.renders.jobs import RenderJobs
 from server.media.audio_input import DecodedAudio, decode_audio
+from server.sessions.admission import AdmissionControl
 from server.sessions.registry import SessionRegistry
 from server.settings import Settings
 from server.tts.selection import build_tts
@@ -62,8 +65,17 @@ class AvatarServer:
         self.preparer = Preparer.from_settings(settings, self.video_decoders)
         self.avatars = AvatarStore(self.worker, self.preparer)
         self.preparations = PreparationJobs(self.preparer, self._precompute)
-        self.sessions = SessionRegistry(settings, self.worker, self.avatars, self.metrics)
-        self.metrics.watch(self.sessions, self.worker, settings.max_sessions)
+        self.admission = AdmissionControl(
+            capacity_model(settings, configured_costs(settings, self.engine)),
+            lambda: self.sessions.sessions(),
+            settings.capacity_retry_after_seconds,
+            settings.capacity_max_wait_seconds,
+        )
+        """The capacity budget (configured until `start` has calibrated it) and its load."""
+        self.sessions = SessionRegistry(
+            settings, self.worker, self.avatars, self.admission, self.metrics
+        )
+        self.metrics.watch(self.sessions, self.worker, self.admission)
         self.accepting = False
         """Whether new sessions are taken: from `start()` until `close()` begins."""
         self.tts = build_tts(settings)
@@ -87,9 +99,30 @@ class AvatarServer:
             asyncio.to_thread(self.audio_decoders.start),
             asyncio.to_thread(self.video_decoders.start),
         )
+        if self.settings.capacity_calibrate:
+            await self._calibrate()
+        logger.info(
+            "capacity: render %.0f frames/s, encode %.0f frames/s (%s), %d sessions at most",
+            self.admission.model.budget.render_fps, self.admission.model.budget.encode_fps,
+            self.admission.model.costs.source, self.sessions.max_sessions,
+        )
         self.sessions.start()
         self.renders.start()
         self.accepting = True
+
+    async def _calibrate(self) -> None:
+        """Measure this host's costs with the demo avatar (the size sessions use unless
+        told otherwise); on failure the configured costs stay."""
+        try:
+            avatar = await self.avatars.acquire(DEMO_AVATAR_ID)
+            try:
+                costs = await calibrate(self.worker, avatar)
+            finally:
+                self.avatars.release(DEMO_AVATAR_ID)
+        except Exception:
+            logger.exception("capacity calibration failed; the configured costs are used")
+            return
+        self.admission.model = capacity_model(self.settings, costs)
 
     def unready_reason(self) -> str | None:
         """Why the server cannot serve new sessions now (`/ready`), or None when it can."""

@@ -234,6 +234,32 @@ class Alive(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class CapacityInfo(BaseModel):
+    """The capacity budget and the load on it (README, "Capacity")."""
+
+    source: Literal["calibrated", "configured"] = Field(
+        description="Costs measured at start-up, or taken from the CAPACITY_* settings."
+    )
+    cores: int
+    headroom: float
+    render_ms_per_frame: float
+    encode_ms_per_frame: float = Field(description="Convert + VP8-encode one frame of `reference_size`.")
+    reference_size: list[int] = Field(description="[width, height] the encode cost is for.")
+    audio_core_share: float = Field(description="Share of a core one session's Opus stream takes.")
+    idle_encode_share: float
+    render_uses_cpu: bool
+    render_budget_fps: float
+    encode_budget_fps: float
+    render_load_fps: float
+    encode_load_fps: float
+    sessions_admitted: int
+    sessions_idle: int
+    sessions_speaking: int
+    speech_waiting: int = Field(description="Speech requests waiting in line (wait=true).")
+    renders_running: int
+    refusals: dict[str, int] = Field(description="503 refusals so far, by reason.")
+
+
 class Health(Alive):
     engine: str
     engine_reason: str
@@ -243,6 +269,7 @@ class Health(Alive):
     max_sessions: int
     avatars: list[str]
     worker: dict[str, float | int]
+    capacity: CapacityInfo
     tts_unavailable_reason: str | None = Field(
         default=None, description="Why text cannot be spoken (`/say`); null when it can."
     )

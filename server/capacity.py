@@ -1,0 +1,300 @@
+"""Capacity: what one session costs, what this host can serve in real time, and how it is found.
+
+Two resources are budgeted, both in frames per second:
+
+- the render worker (one thread per engine): `render_fps` frames/s, 1 / (seconds per frame
+  at the worker's batch size) times the headroom;
+- the media CPU (every core this process may run on): `encode_fps` video frames/s of the
+  reference size converted and VP8-encoded, cores / (seconds per frame) times the headroom.
+  Other CPU work is counted in the same unit: a session's Opus stream (its share of a core
+  over the seconds of one encoded frame) and, when the engine renders on the CPU, its
+  render time.
+
+A session costs its encode load always (`playback_fps` frames/s scaled by its avatar's
+pixels; an idle session `idle_encode_share` of it, since an idle loop shared between
+viewers is far cheaper than speech) and, while it speaks, `fps` frames/s of the render
+worker. The costs are measured on this host at start-up (`calibrate`, under a second, off
+the event loop) or configured (`CAPACITY_*` settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from server.lipsync.engine import LipSyncEngine, LoadedAvatar, RenderRequest
+from server.lipsync.worker import LipSyncWorker
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_SIZE = (512, 512)
+"""(width, height) the configured encode cost is given for: the demo avatar's."""
+AUDIO_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, what the audio track sends
+AUDIO_RATE = 48_000
+AUDIO_FRAMES_PER_SECOND = AUDIO_RATE // AUDIO_FRAME_SAMPLES
+VIDEO_TIME_BASE = Fraction(1, 90_000)
+
+CALIBRATION_RENDER_SECONDS = 0.3
+"""Time spent measuring renders (after one warm-up batch); at least two batches are timed."""
+CALIBRATION_ENCODE_FRAMES = 30
+"""Frames converted and VP8-encoded; the first (a keyframe) is not timed."""
+CALIBRATION_AUDIO_FRAMES = 50
+"""One second of 20 ms Opus frames."""
+MIN_COST_SECONDS = 1e-5
+"""A floor on a measured cost, so that no budget is infinite."""
+
+
+@dataclass(frozen=True)
+class FrameCosts:
+    """What one frame costs on this host."""
+
+    render_seconds: float
+    """Engine time per frame at the worker's batch size."""
+    encode_seconds: float
+    """Converting one RGB frame of `reference_size` and VP8-encoding it (with packetizing)."""
+    audio_core_share: float
+    """Share of one core a session's Opus stream takes (50 frames/s)."""
+    reference_size: tuple[int, int] = REFERENCE_SIZE
+    render_uses_cpu: bool = True
+    """Whether the engine renders on the CPU cores the encoders use (not on a GPU)."""
+    source: str = "configured"
+    """`calibrated` (measured at start-up) or `configured` (CAPACITY_* settings)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Frames per second this host serves in real time, headroom taken off."""
+
+    render_fps: float
+    encode_fps: float
+    cores: int
+    headroom: float
+
+
+@dataclass(frozen=True)
+class Load:
+    """Frames per second asked of the render worker and of the media CPU."""
+
+    render_fps: float = 0.0
+    encode_fps: float = 0.0
+
+    def __add__(self, other: Load) -> Load:
+        return Load(self.render_fps + other.render_fps, self.encode_fps + other.encode_fps)
+
+    def __sub__(self, other: Load) -> Load:
+        return Load(self.render_fps - other.render_fps, self.encode_fps - other.encode_fps)
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """What a session's load depends on."""
+
+    fps: int
+    playback_fps: int
+    width: int = REFERENCE_SIZE[0]
+    height: int = REFERENCE_SIZE[1]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class CapacityModel:
+    """Costs and budget: the load of a session, and whether a load fits."""
+
+    def __init__(
+        self,
+        costs: FrameCosts,
+        cores: int,
+        headroom: float,
+        idle_encode_share: float,
+        render_fps: float = 0.0,
+        encode_fps: float = 0.0,
+    ) -> None:
+        """`render_fps` / `encode_fps` > 0 are configured budgets that replace the ones
+        following from `costs`."""
+        self.costs = costs
+        self.idle_encode_share = idle_encode_share
+        self.budget = Budget(
+            render_fps=render_fps or headroom / max(costs.render_seconds, MIN_COST_SECONDS),
+            encode_fps=encode_fps or headroom * cores / max(costs.encode_seconds, MIN_COST_SECONDS),
+            cores=cores,
+            headroom=headroom,
+        )
+
+    def session_load(self, shape: StreamShape, speaking: bool) -> Load:
+        costs = self.costs
+        encode = max(costs.encode_seconds, MIN_COST_SECONDS)
+        ref_w, ref_h = costs.reference_size
+        pixels = (shape.width * shape.height) / (ref_w * ref_h)
+        video = shape.playback_fps * pixels * (1.0 if speaking else self.idle_encode_share)
+        audio = costs.audio_core_share / encode
+        if not speaking:
+            return Load(0.0, video + audio)
+        render_cpu = shape.fps * costs.render_seconds / encode if costs.render_uses_cpu else 0.0
+        return Load(float(shape.fps), video + audio + render_cpu)
+
+    def fits(self, load: Load) -> bool:
+        budget = self.budget
+        return load.render_fps <= budget.render_fps + 1e-9 and load.encode_fps <= budget.encode_fps + 1e-9
+
+    def speaking_sessions(self, shape: StreamShape) -> int:
+        """How many sessions of `shape` can all speak at once (at least 1)."""
+        load = self.session_load(shape, speaking=True)
+        counts = [self.budget.encode_fps / load.encode_fps if load.encode_fps else math.inf]
+        if load.render_fps:
+            counts.append(self.budget.render_fps / load.render_fps)
+        return max(1, int(min(counts) + 1e-9))
+
+    def describe(self) -> dict[str, Any]:
+        costs = self.costs
+        return {
+            "source": costs.source,
+            "cores": self.budget.cores,
+            "headroom": self.budget.headroom,
+            "render_ms_per_frame": round(costs.render_seconds * 1000, 3),
+            "encode_ms_per_frame": round(costs.encode_seconds * 1000, 3),
+            "reference_size": list(costs.reference_size),
+            "audio_core_share": round(costs.audio_core_share, 4),
+            "idle_encode_share": self.idle_encode_share,
+            "render_uses_cpu": costs.render_uses_cpu,
+            "render_budget_fps": round(self.budget.render_fps, 1),
+            "encode_budget_fps": round(self.budget.encode_fps, 1),
+        }
+
+
+# --- calibration ------------------------------------------------------------------------
+
+
+def engine_renders_on_cpu(engine: LipSyncEngine) -> bool:
+    device = str(engine.describe().get("device", "cpu"))
+    return not device.startswith(("cuda", "mps"))
+
+
+def measure_render(engine: LipSyncEngine, avatar: LoadedAvatar, batch_size: int) -> float:
+    """Seconds per frame of `engine.render` at `batch_size`, on silent-to-loud features.
+
+    Call it on the render worker's thread (`LipSyncWorker.call`): engines run only there.
+    """
+    frames = len(avatar.avatar.frames)
+    samples = np.sin(np.linspace(0, 400 * np.pi, AUDIO_RATE, dtype=np.float32)) * 0.5
+    features = engine.audio_features(samples, 25.0, range(batch_size))
+    batch = [RenderRequest(avatar, i % frames, features[i]) for i in range(batch_size)]
+    engine.render(batch)  # warm-up: caches, allocator, kernels
+    timed = 0
+    started = time.perf_counter()
+    while timed < 2 or time.perf_counter() - started < CALIBRATION_RENDER_SECONDS:
+        engine.render(batch)
+        timed += 1
+    return (time.perf_counter() - started) / (timed * batch_size)
+
+
+def measure_encode(images: Sequence[np.ndarray], playback_fps: int = 15) -> float:
+    """Seconds to convert one RGB frame and VP8-encode it with aiortc's encoder, as the
+    video track's frames are (keyframe excluded)."""
+    from aiortc.codecs.vpx import Vp8Encoder
+    from av import VideoFrame
+
+    encoder = Vp8Encoder()
+    timed = 0.0
+    for k in range(CALIBRATION_ENCODE_FRAMES + 1):
+        image = images[k % len(images)]
+        started = time.perf_counter()
+        frame = VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = round(k * 90_000 / playback_fps)
+        frame.time_base = VIDEO_TIME_BASE
+        encoder.encode(frame)
+        if k:
+            timed += time.perf_counter() - started
+    return timed / CALIBRATION_ENCODE_FRAMES
+
+
+def measure_audio() -> float:
+    """Share of one core a session's Opus stream takes."""
+    from aiortc.codecs.opus import OpusEncoder
+    from av import AudioFrame
+
+    encoder = OpusEncoder()
+    t = np.arange(AUDIO_FRAME_SAMPLES * CALIBRATION_AUDIO_FRAMES) / AUDIO_RATE
+    pcm = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
+    started = time.perf_counter()
+    for k in range(CALIBRATION_AUDIO_FRAMES):
+        chunk = pcm[k * AUDIO_FRAME_SAMPLES:(k + 1) * AUDIO_FRAME_SAMPLES].reshape(1, -1)
+        frame = AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = k * AUDIO_FRAME_SAMPLES
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        encoder.encode(frame)
+    seconds_per_frame = (time.perf_counter() - started) / CALIBRATION_AUDIO_FRAMES
+    return seconds_per_frame * AUDIO_FRAMES_PER_SECOND
+
+
+def calibration_images(avatar: LoadedAvatar) -> list[np.ndarray]:
+    """The avatar's idle cycle frames: what the encoders mostly see."""
+    return [avatar.avatar.frames[i] for i in avatar.avatar.cycle[:CALIBRATION_ENCODE_FRAMES]]
+
+
+# --- from settings ----------------------------------------------------------------------
+
+DEFAULT_SHAPE = StreamShape(fps=10, playback_fps=15)
+"""A session at the API's default parameters (fps 10, playback 15) with the demo avatar's
+size: the default session limit is how many of them can all speak at once."""
+
+
+def configured_costs(settings: Settings, engine: LipSyncEngine) -> FrameCosts:
+    return FrameCosts(
+        render_seconds=settings.capacity_render_ms_per_frame / 1000,
+        encode_seconds=settings.capacity_encode_ms_per_frame / 1000,
+        audio_core_share=settings.capacity_audio_core_share,
+        render_uses_cpu=engine_renders_on_cpu(engine),
+    )
+
+
+def capacity_model(settings: Settings, costs: FrameCosts) -> CapacityModel:
+    return CapacityModel(
+        costs,
+        cores=settings.capacity_cores or available_cores(),
+        headroom=settings.capacity_headroom,
+        idle_encode_share=settings.capacity_idle_encode_share,
+        render_fps=settings.capacity_render_fps,
+        encode_fps=settings.capacity_encode_fps,
+    )
+
+
+async def calibrate(worker: LipSyncWorker, avatar: LoadedAvatar) -> FrameCosts:
+    """This host's costs, measured with `avatar` (render on the worker's thread at its
+    batch size, encoding in another thread): well under a second on the demo engine."""
+    engine = worker.engine
+    started = time.perf_counter()
+    render = await worker.call(measure_render, engine, avatar, worker.max_batch)
+    encode = await asyncio.to_thread(measure_encode, calibration_images(avatar))
+    audio = await asyncio.to_thread(measure_audio)
+    costs = FrameCosts(
+        render_seconds=max(render, MIN_COST_SECONDS),
+        encode_seconds=max(encode, MIN_COST_SECONDS),
+        audio_core_share=audio,
+        reference_size=avatar.avatar.size,
+        render_uses_cpu=engine_renders_on_cpu(engine),
+        source="calibrated",
+    )
+    logger.info(
+        "capacity calibrated in %.2f s on avatar %s (%dx%d): render %.2f ms/frame at batch %d, "
+        "convert + VP8 %.2f ms/frame, Opus %.1f%% of a core per session",
+        time.perf_counter() - started, avatar.avatar.avatar_id, *avatar.avatar.size,
+        render * 1000, worker.max_batch, encode * 1000, audio * 100,
+    )
+    return costs
