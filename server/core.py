@@ -86,6 +86,7 @@ class AvatarServer:
         self.renders = RenderJobs(
             settings.renders_dir, self.worker, self.avatars, settings.renders_max_jobs,
             settings.renders_max_running, settings.renders_ttl_seconds, settings.max_audio_seconds,
+            self.admission,
         )
         self.llm = ChatCompletions(
             settings.llm_url, settings.llm_key, settings.llm_model, settings.llm_timeout_seconds

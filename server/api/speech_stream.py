@@ -228,6 +228,11 @@ async def speech_socket(websocket: WebSocket, session_id: str) -> None:
         },
         413: {"model": ErrorResponse, "description": "Longer than MAX_AUDIO_SECONDS."},
         429: {"model": RateLimitedResponse, "description": "Too many uploads from this client."},
+        503: {
+            "model": BusyResponse,
+            "description": "The server has not the capacity for this session's speech now.",
+            "headers": RETRY_AFTER_HEADER,
+        },
         **invalid_request("An undeclared or unsupported format, rate or channel count; a body "
                           "that ends inside a sample."),
     },

@@ -43,7 +43,12 @@ COMMON = {
     },
     **invalid_request("Empty or too long text, an unknown voice or mode, a malformed body."),
     413: {"model": ErrorResponse, "description": "The text's speech is longer than MAX_AUDIO_SECONDS."},
-    503: {"model": ErrorResponse, "description": "The TTS backend is unavailable or failed."},
+    503: {
+        "model": BusyResponse,
+        "description": "The TTS backend is unavailable or failed, or the server has not the "
+        "capacity for this session's speech now (with `retry_after_seconds`).",
+        "headers": RETRY_AFTER_HEADER,
+    },
 }
 
 
@@ -91,7 +96,12 @@ async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccept
             "headers": RETRY_AFTER_HEADER,
         },
         502: {"model": ErrorResponse, "description": "The LLM failed or answered nonsense."},
-        503: {"model": ErrorResponse, "description": "No LLM configured; the TTS backend unavailable or failed."},
+        503: {
+            "model": BusyResponse,
+            "description": "No LLM configured; the TTS backend unavailable or failed; no "
+            "capacity for this session's speech now (with `retry_after_seconds`).",
+            "headers": RETRY_AFTER_HEADER,
+        },
     },
 )
 async def chat(session_id: str, body: ChatRequest, server: ServerDep) -> ChatReply:

@@ -207,23 +207,28 @@ class AdmissionControl:
 
     # --- renders -----------------------------------------------------------------------------
 
-    def reserve_render(self, render_id: str, fps: int) -> None:
-        """Count a render at `fps` frames/s of the render worker (raises CapacityError)."""
+    def render_load(self, fps: int) -> Load:
         costs = self.model.costs
         # Its frames are encoded too (into the MP4), about as dear as a VP8 frame.
-        cpu = fps * (1.0 + costs.render_seconds / max(costs.encode_seconds, MIN_COST_SECONDS)
-                     if costs.render_uses_cpu else 1.0)
-        cost = Load(float(fps), cpu)
+        render_cpu = fps * costs.render_seconds / max(costs.encode_seconds, MIN_COST_SECONDS)
+        return Load(float(fps), fps + (render_cpu if costs.render_uses_cpu else 0.0))
+
+    def check_render(self, fps: int) -> None:
+        """Raise CapacityError unless a render at `fps` frames/s fits now."""
         load = self.load()
-        if not self.model.fits(load + cost):
+        if not self.model.fits(load + self.render_load(fps)):
             self.refused(REASON_RENDER_CAPACITY)
             raise CapacityError(
                 f"The server is at its capacity ({self._figures(load)}); a render at {fps} "
-                "frames/s does not fit now. Try again in a moment.",
+                "frames/s does not fit now. Try again in a moment, or with a lower fps.",
                 retry_after_seconds=self._seconds_until_speech_ends(),
                 reason=REASON_RENDER_CAPACITY,
             )
-        self._renders[render_id] = cost
+
+    def render_started(self, render_id: str, fps: int) -> None:
+        """Count a running render in the load (its frames come after every live one's:
+        it slows down, live sessions do not)."""
+        self._renders[render_id] = self.render_load(fps)
 
     def release_render(self, render_id: str) -> None:
         if self._renders.pop(render_id, None) is not None:

@@ -525,6 +525,10 @@ class Session:
             self._speech.discard(utterance, reason)
             self._update_state()
 
+    def capacity_wait_event(self, position: int) -> None:
+        """Tell the client its speech waits for the server's capacity, at `position` (1: next)."""
+        self.events.publish("capacity_wait", position=position)
+
     def _wake(self, utterance: Utterance) -> None:
         arrival = self._arrivals.get(utterance)
         if arrival is not None:

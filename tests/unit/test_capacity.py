@@ -1,0 +1,97 @@
+"""The capacity model: what a session costs idle and speaking, and what fits a budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.capacity import DEFAULT_SHAPE, CapacityModel, FrameCosts, Load, StreamShape
+from server.settings import Settings, SettingsError
+
+# The issue's figures for this kind of box: render 2 ms, convert + VP8 6 ms, Opus 2 %.
+COSTS = FrameCosts(render_seconds=0.002, encode_seconds=0.006, audio_core_share=0.02)
+AUDIO = 0.02 / 0.006  # the Opus stream, in encoded frames/s of the same CPU
+
+
+def model(**overrides: object) -> CapacityModel:
+    values: dict[str, object] = {"cores": 2, "headroom": 0.9, "idle_encode_share": 1.0}
+    values.update(overrides)
+    costs = values.pop("costs", COSTS)
+    return CapacityModel(costs, **values)  # type: ignore[arg-type]
+
+
+def test_the_budget_follows_from_the_costs_the_cores_and_the_headroom() -> None:
+    budget = model().budget
+    assert budget.render_fps == pytest.approx(0.9 / 0.002)
+    assert budget.encode_fps == pytest.approx(0.9 * 2 / 0.006)
+
+
+def test_configured_budgets_replace_the_ones_from_the_costs() -> None:
+    budget = model(render_fps=100.0, encode_fps=50.0).budget
+    assert (budget.render_fps, budget.encode_fps) == (100.0, 50.0)
+
+
+def test_an_idle_session_costs_its_encoding_and_audio_and_no_render() -> None:
+    load = model().session_load(StreamShape(fps=10, playback_fps=15), speaking=False)
+    assert load.render_fps == 0
+    assert load.encode_fps == pytest.approx(15 + AUDIO)
+
+
+def test_a_shared_idle_loop_makes_an_idle_session_cheaper() -> None:
+    load = model(idle_encode_share=0.1).session_load(StreamShape(10, 15), speaking=False)
+    assert load.encode_fps == pytest.approx(1.5 + AUDIO)
+
+
+def test_a_speaking_session_adds_its_render_frames_and_their_cpu_time() -> None:
+    load = model().session_load(StreamShape(fps=10, playback_fps=15), speaking=True)
+    assert load.render_fps == 10
+    assert load.encode_fps == pytest.approx(15 + AUDIO + 10 * 0.002 / 0.006)
+
+
+def test_a_gpu_render_takes_no_cpu_from_the_encoders() -> None:
+    costs = FrameCosts(0.002, 0.006, 0.02, render_uses_cpu=False)
+    load = model(costs=costs).session_load(StreamShape(10, 15), speaking=True)
+    assert load.encode_fps == pytest.approx(15 + AUDIO)
+
+
+def test_encoding_scales_with_the_avatars_pixels() -> None:
+    small = model().session_load(StreamShape(10, 20, width=256, height=256), speaking=False)
+    assert small.encode_fps == pytest.approx(20 / 4 + AUDIO)
+
+
+def test_a_load_fits_up_to_the_budget_and_not_beyond() -> None:
+    m = model(render_fps=100.0, encode_fps=50.0)
+    assert m.fits(Load(100.0, 50.0))
+    assert not m.fits(Load(100.5, 10.0))
+    assert not m.fits(Load(10.0, 50.5))
+
+
+def test_the_goal_of_twelve_sessions_at_the_seed_defaults_fits_two_cores() -> None:
+    assert model().speaking_sessions(DEFAULT_SHAPE) >= 12
+
+
+def test_eight_sessions_at_25_fps_fit_two_cores_with_the_issues_costs() -> None:
+    costs = FrameCosts(render_seconds=0.0018, encode_seconds=0.0055, audio_core_share=0.02)
+    assert model(costs=costs).speaking_sessions(StreamShape(25, 25)) >= 8
+
+
+def test_the_render_worker_can_be_the_limit() -> None:
+    assert model(render_fps=35.0).speaking_sessions(StreamShape(10, 15)) == 3
+
+
+def test_at_least_one_session_is_always_allowed() -> None:
+    assert model(encode_fps=1.0).speaking_sessions(DEFAULT_SHAPE) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CAPACITY_HEADROOM", "0", "CAPACITY_HEADROOM must be above 0"),
+        ("CAPACITY_HEADROOM", "1.5", "CAPACITY_HEADROOM must be above 0"),
+        ("CAPACITY_ENCODE_MS_PER_FRAME", "0", "CAPACITY_ENCODE_MS_PER_FRAME must be positive"),
+        ("CAPACITY_CORES", "-1", "CAPACITY_CORES must not be negative"),
+        ("CAPACITY_IDLE_ENCODE_SHARE", "-0.1", "CAPACITY_IDLE_ENCODE_SHARE must not be negative"),
+    ],
+)
+def test_bad_capacity_settings_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value})
