@@ -9,6 +9,11 @@ same instant. It prints and writes (bench-results/overload.json) how many were a
 how many refused (status, Retry-After, reason), and the admitted ones' figures: video fps,
 longest freeze, time to first speech, audio rate; and whether real time held for them.
 
+The receivers decode every stream, as costly as serving it: on a small box they would take
+the server's CPU from it. So the server runs on its own cores (`--server-cores`, default
+half the machine's; its capacity is calibrated for those, through its CPU affinity) and the
+receivers on the others.
+
     .venv/bin/python scripts/bench_overload.py --extra 4 --seconds 4
     .venv/bin/python scripts/bench_overload.py --fps 25 --playback-fps 25
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,10 @@ def main() -> None:
     parser.add_argument("--playback-fps", type=int, default=15)
     parser.add_argument("--processes", type=int, default=2, help="receiver processes")
     parser.add_argument(
+        "--server-cores", type=int, default=0,
+        help="cores the server may run on (default: half of this process's, at least 1)",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE",
         help="a server setting (e.g. CAPACITY_IDLE_ENCODE_SHARE=0.1); repeatable",
     )
@@ -44,7 +54,12 @@ def main() -> None:
     env = dict(item.split("=", 1) for item in args.env)
     params = {"fps": args.fps, "playback_fps": args.playback_fps}
 
+    cores = sorted(os.sched_getaffinity(0))
+    share = args.server_cores or max(1, len(cores) // 2)
+    server_cores, receiver_cores = cores[:share], cores[share:] or cores
+    os.sched_setaffinity(0, server_cores)  # the server (and its workers) inherit it
     with tempfile.TemporaryDirectory() as folder, benchkit.server_process(env) as server:
+        os.sched_setaffinity(0, receiver_cores)  # the receivers inherit this one
         audio_file = Path(folder) / "speech.wav"
         audio_file.write_bytes(encode(speech_like(args.seconds, bursts=[(0.0, args.seconds)]), "wav"))
         before = httpx.get(f"{server.url}/health", timeout=10).json()
@@ -93,7 +108,8 @@ def main() -> None:
           summary["audio_holds"]]],
     )
     data: dict[str, Any] = {
-        "params": {**params, "utterance_seconds": args.seconds, "env": env},
+        "params": {**params, "utterance_seconds": args.seconds, "env": env,
+                   "server_cores": server_cores, "receiver_cores": receiver_cores},
         "capacity_before": capacity,
         "capacity_after": after["capacity"],
         "max_sessions": limit,

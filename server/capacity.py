@@ -43,11 +43,16 @@ AUDIO_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, what the audio track sends
 AUDIO_RATE = 48_000
 AUDIO_FRAMES_PER_SECOND = AUDIO_RATE // AUDIO_FRAME_SAMPLES
 VIDEO_TIME_BASE = Fraction(1, 90_000)
+VP8_PAYLOAD_TYPE = 96
+CALIBRATION_SSRC = 0x5EED
+SRTP_KEY_BYTES = 30  # AES-128 key + 112-bit salt (SRTP_AES128_CM_SHA1_80)
 
-CALIBRATION_RENDER_SECONDS = 0.3
-"""Time spent measuring renders (after one warm-up batch); at least two batches are timed."""
+CALIBRATION_SECONDS = 0.3
+"""Wall time spent measuring renders, and at most encodes (after a warm-up of each)."""
+MIN_TIMED_BATCHES = 2
+MIN_TIMED_FRAMES = 5
 CALIBRATION_ENCODE_FRAMES = 30
-"""Frames converted and VP8-encoded; the first (a keyframe) is not timed."""
+"""Most frames converted and VP8-encoded (after a first, a keyframe, not timed)."""
 CALIBRATION_AUDIO_FRAMES = 50
 """One second of 20 ms Opus frames."""
 MIN_COST_SECONDS = 1e-5
@@ -185,8 +190,12 @@ def engine_renders_on_cpu(engine: LipSyncEngine) -> bool:
     return not device.startswith(("cuda", "mps"))
 
 
-def measure_render(engine: LipSyncEngine, avatar: LoadedAvatar, batch_size: int) -> float:
-    """Seconds per frame of `engine.render` at `batch_size`, on silent-to-loud features.
+def measure_render(
+    engine: LipSyncEngine, avatar: LoadedAvatar, batch_size: int, on_cpu: bool = True
+) -> float:
+    """Seconds per frame of `engine.render` at `batch_size`, on silent-to-loud features:
+    CPU time when it renders on the CPU (what it takes from the cores, whatever else runs
+    on them), else wall time (the device's).
 
     Call it on the render worker's thread (`LipSyncWorker.call`): engines run only there.
     """
@@ -195,43 +204,60 @@ def measure_render(engine: LipSyncEngine, avatar: LoadedAvatar, batch_size: int)
     features = engine.audio_features(samples, 25.0, range(batch_size))
     batch = [RenderRequest(avatar, i % frames, features[i]) for i in range(batch_size)]
     engine.render(batch)  # warm-up: caches, allocator, kernels
+    clock = time.process_time if on_cpu else time.perf_counter
     timed = 0
-    started = time.perf_counter()
-    while timed < 2 or time.perf_counter() - started < CALIBRATION_RENDER_SECONDS:
+    started, wall = clock(), time.perf_counter()
+    while timed < MIN_TIMED_BATCHES or time.perf_counter() - wall < CALIBRATION_SECONDS:
         engine.render(batch)
         timed += 1
-    return (time.perf_counter() - started) / (timed * batch_size)
+    return (clock() - started) / (timed * batch_size)
 
 
 def measure_encode(images: Sequence[np.ndarray], playback_fps: int = 15) -> float:
-    """Seconds to convert one RGB frame and VP8-encode it with aiortc's encoder, as the
-    video track's frames are (keyframe excluded)."""
+    """CPU seconds to send one RGB frame as the video track and aiortc's sender do: convert
+    it, VP8-encode it, and make SRTP packets of it (the first frame, a keyframe, not
+    counted; the socket's and the loop's own work is not in it)."""
     from aiortc.codecs.vpx import Vp8Encoder
+    from aiortc.rtp import RtpPacket
     from av import VideoFrame
+    from pylibsrtp import Policy, Session
 
     encoder = Vp8Encoder()
-    timed = 0.0
-    for k in range(CALIBRATION_ENCODE_FRAMES + 1):
-        image = images[k % len(images)]
-        started = time.perf_counter()
-        frame = VideoFrame.from_ndarray(image, format="rgb24")
+    srtp = Session(policy=Policy(key=os.urandom(SRTP_KEY_BYTES), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    sequence = 0
+
+    def encode(k: int) -> None:
+        nonlocal sequence
+        frame = VideoFrame.from_ndarray(images[k % len(images)], format="rgb24")
         frame.pts = round(k * 90_000 / playback_fps)
         frame.time_base = VIDEO_TIME_BASE
-        encoder.encode(frame)
-        if k:
-            timed += time.perf_counter() - started
-    return timed / CALIBRATION_ENCODE_FRAMES
+        payloads, timestamp = encoder.encode(frame)
+        for payload in payloads:
+            sequence += 1
+            packet = RtpPacket(VP8_PAYLOAD_TYPE, sequence_number=sequence & 0xFFFF,
+                               timestamp=timestamp, ssrc=CALIBRATION_SSRC, payload=payload)
+            srtp.protect(packet.serialize())
+
+    encode(0)
+    timed = 0
+    started, wall = time.process_time(), time.perf_counter()
+    while timed < MIN_TIMED_FRAMES or (
+        timed < CALIBRATION_ENCODE_FRAMES and time.perf_counter() - wall < CALIBRATION_SECONDS
+    ):
+        timed += 1
+        encode(timed)
+    return (time.process_time() - started) / timed
 
 
 def measure_audio() -> float:
-    """Share of one core a session's Opus stream takes."""
+    """Share of one core (CPU time) a session's Opus stream takes."""
     from aiortc.codecs.opus import OpusEncoder
     from av import AudioFrame
 
     encoder = OpusEncoder()
     t = np.arange(AUDIO_FRAME_SAMPLES * CALIBRATION_AUDIO_FRAMES) / AUDIO_RATE
     pcm = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
-    started = time.perf_counter()
+    started = time.process_time()
     for k in range(CALIBRATION_AUDIO_FRAMES):
         chunk = pcm[k * AUDIO_FRAME_SAMPLES:(k + 1) * AUDIO_FRAME_SAMPLES].reshape(1, -1)
         frame = AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
@@ -239,7 +265,7 @@ def measure_audio() -> float:
         frame.pts = k * AUDIO_FRAME_SAMPLES
         frame.time_base = Fraction(1, AUDIO_RATE)
         encoder.encode(frame)
-    seconds_per_frame = (time.perf_counter() - started) / CALIBRATION_AUDIO_FRAMES
+    seconds_per_frame = (time.process_time() - started) / CALIBRATION_AUDIO_FRAMES
     return seconds_per_frame * AUDIO_FRAMES_PER_SECOND
 
 
@@ -277,10 +303,12 @@ def capacity_model(settings: Settings, costs: FrameCosts) -> CapacityModel:
 
 async def calibrate(worker: LipSyncWorker, avatar: LoadedAvatar) -> FrameCosts:
     """This host's costs, measured with `avatar` (render on the worker's thread at its
-    batch size, encoding in another thread): well under a second on the demo engine."""
+    batch size, encoding in another thread), in CPU time where the work is the CPU's, so
+    that other load on a shared machine does not count as cost: about a second."""
     engine = worker.engine
     started = time.perf_counter()
-    render = await worker.call(measure_render, engine, avatar, worker.max_batch)
+    on_cpu = engine_renders_on_cpu(engine)
+    render = await worker.call(measure_render, engine, avatar, worker.max_batch, on_cpu)
     encode = await asyncio.to_thread(measure_encode, calibration_images(avatar))
     audio = await asyncio.to_thread(measure_audio)
     costs = FrameCosts(
@@ -288,7 +316,7 @@ async def calibrate(worker: LipSyncWorker, avatar: LoadedAvatar) -> FrameCosts:
         encode_seconds=max(encode, MIN_COST_SECONDS),
         audio_core_share=audio,
         reference_size=avatar.avatar.size,
-        render_uses_cpu=engine_renders_on_cpu(engine),
+        render_uses_cpu=on_cpu,
         source="calibrated",
     )
     logger.info(

@@ -9,10 +9,10 @@ from server.avatars.jobs import PreparationJobs
 from server.capacity import calibrate, capacity_model, configured_costs
 from server.chat.llm import ChatCompletions
 from server.avatars.preparation import Preparation, Preparer
-from server.avatars.demo import DEMO_AVATAR_ID
 from server.avatars.storage import load_prepared, remove_leftovers
 from server.avatars.store import AvatarStore
 from server.isolation.pool import DecodeLimits, DecodePool
+from server.lipsync.demo.face import build_demo_avatar
 from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
 from server.metrics import ServerMetrics
@@ -112,14 +112,13 @@ class AvatarServer:
         self.accepting = True
 
     async def _calibrate(self) -> None:
-        """Measure this host's costs with the demo avatar (the size sessions use unless
-        told otherwise); on failure the configured costs stay."""
+        """Measure this host's costs with the built-in avatar as drawn (its size is the one
+        sessions use unless told otherwise; drawing it needs no preparation, so the first
+        start is not delayed by one); on failure the configured costs stay."""
         try:
-            avatar = await self.avatars.acquire(DEMO_AVATAR_ID)
-            try:
-                costs = await calibrate(self.worker, avatar)
-            finally:
-                self.avatars.release(DEMO_AVATAR_ID)
+            drawn = await asyncio.to_thread(build_demo_avatar)
+            avatar = await self.worker.call(self.engine.load_avatar, drawn)
+            costs = await calibrate(self.worker, avatar)
         except Exception:
             logger.exception("capacity calibration failed; the configured costs are used")
             return

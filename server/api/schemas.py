@@ -57,6 +57,17 @@ class BusyResponse(ErrorResponse):
     )
 
 
+class CapacityRefusalResponse(BusyResponse):
+    """503 of a server at its capacity or session limit (README, "Capacity")."""
+
+    reason: str | None = Field(
+        default=None,
+        description="session_limit, session_capacity, speech_capacity, wait_timeout or "
+        "render_capacity; left out for other 503s (shutting down, decode slots).",
+        json_schema_extra=_left_out_when_none,
+    )
+
+
 class RateLimitedResponse(ErrorResponse):
     retry_after_seconds: float = Field(description="When this client may call again.")
 

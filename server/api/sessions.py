@@ -26,6 +26,7 @@ from server.api.schemas import (
     ID_PATTERN,
     AvatarNotFoundResponse,
     BusyResponse,
+    CapacityRefusalResponse,
     CutUtterance,
     ErrorResponse,
     IceCandidate,
@@ -100,7 +101,7 @@ def player_url(request: Request, server: AvatarServer, session: Session) -> str:
         **invalid_request("A parameter out of range (the message names it)."),
         **RATE_LIMITED,
         503: {
-            "model": BusyResponse,
+            "model": CapacityRefusalResponse,
             "description": "The server is at its session limit or its capacity (both with "
             "`retry_after_seconds` and `reason`), or shutting down.",
             "headers": RETRY_AFTER_HEADER,
@@ -239,7 +240,7 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
             "No `audio_file` field or it is not a file, an unknown mode, or unusable audio."
         ),
         503: {
-            "model": BusyResponse,
+            "model": CapacityRefusalResponse,
             "description": "Every decode slot is taken, the server has not the capacity for "
             "this session's speech now (without `wait`), or a `wait` ran out (all with "
             "`retry_after_seconds`); or the server is shutting down.",

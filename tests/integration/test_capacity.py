@@ -15,6 +15,7 @@ import asyncio
 import httpx
 import pytest
 
+from server.settings import Settings
 from tests.conftest import make_settings, running_app
 from tests.integration.test_busy_policy import connected_session, speak, tone
 
@@ -22,12 +23,12 @@ IDLE = 15 + 0.02 / 0.006
 SPEAKING = IDLE + 10 * 0.002 / 0.006
 
 
-def three_idle_sessions(**overrides: object) -> object:
+def three_idle_sessions(**overrides: object) -> Settings:
     """A budget three idle sessions fit in, four not; the session limit out of the way."""
     return make_settings(capacity_encode_fps=60.0, max_sessions=10, **overrides)
 
 
-def one_speaker_of_two(**overrides: object) -> object:
+def one_speaker_of_two(**overrides: object) -> Settings:
     """Two sessions whose idle loops are cheap (a shared loop): one may speak, not both."""
     return make_settings(
         capacity_encode_fps=30.0, capacity_idle_encode_share=0.2, max_sessions=4, **overrides
@@ -118,10 +119,12 @@ async def test_calibration_measures_sane_costs_on_the_demo_engine() -> None:
         capacity = (await http.get("/health")).json()["capacity"]
         assert capacity["source"] == "calibrated"
         assert capacity["reference_size"] == [512, 512]
-        assert 0.01 < capacity["render_ms_per_frame"] < 100
-        assert 0.1 < capacity["encode_ms_per_frame"] < 200
-        assert 0 < capacity["audio_core_share"] < 0.5
-        assert capacity["render_budget_fps"] > 10 and capacity["encode_budget_fps"] > 15
+        # CPU time, not wall time: a busy shared machine does not make the costs look
+        # higher (this box measures ~1.5 ms, ~4-6 ms and ~1-2 %).
+        assert 0.01 < capacity["render_ms_per_frame"] < 20
+        assert 0.1 < capacity["encode_ms_per_frame"] < 50
+        assert 0 < capacity["audio_core_share"] < 0.2
+        assert capacity["render_budget_fps"] > 45 and capacity["encode_budget_fps"] > 18
         assert (await http.get("/ready")).json()["max_sessions"] >= 1
 
 
