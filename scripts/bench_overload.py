@@ -25,6 +25,7 @@ import asyncio
 import collections
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,12 @@ def main() -> None:
         before = httpx.get(f"{server.url}/health", timeout=10).json()
         limit = before["max_sessions"]
         count = limit + args.extra
+        cpu, wall = server.cpu_seconds(), time.monotonic()
         result = asyncio.run(
             speak_together(server.url, count, args.processes, params, audio_file, args.seconds)
         )
+        # What the server used (connecting and speaking): to hold against its budget.
+        server_cores_used = (server.cpu_seconds() - cpu) / (time.monotonic() - wall)
         after = httpx.get(f"{server.url}/health", timeout=10).json()
 
     refused = [f for f in result.figures if "refused" in f]
@@ -86,7 +90,9 @@ def main() -> None:
         f"\nserver: {capacity['source']} capacity on {capacity['cores']} cores: render "
         f"{capacity['render_ms_per_frame']} ms/frame ({capacity['render_budget_fps']} frames/s), "
         f"convert + VP8 {capacity['encode_ms_per_frame']} ms/frame "
-        f"({capacity['encode_budget_fps']} frames/s), max_sessions {limit}"
+        f"({capacity['encode_budget_fps']} frames/s), max_sessions {limit}; it used "
+        f"{server_cores_used:.2f} cores on average over the run (budget: "
+        f"{capacity['cores'] * capacity['headroom']:.2f})"
     )
     benchkit.print_table(
         f"{count} sessions asked for at fps {args.fps} / playback {args.playback_fps}",
@@ -113,6 +119,7 @@ def main() -> None:
         "capacity_before": capacity,
         "capacity_after": after["capacity"],
         "max_sessions": limit,
+        "server_cores_used": round(server_cores_used, 3),
         "asked": count,
         "admitted": len(admitted),
         "spoke": len(spoke),

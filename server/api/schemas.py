@@ -358,6 +358,11 @@ class SayRequest(BaseModel):
     )
     mode: Literal["reject", "queue", "interrupt"] = "reject"
     keep_queue: bool = Field(default=False, description="With mode=interrupt: keep the queue.")
+    wait: bool = Field(
+        default=False,
+        description="When the server has not the capacity for the speech now: wait in line "
+        "(up to CAPACITY_MAX_WAIT_SECONDS, `capacity_wait` events) instead of a 503.",
+    )
 
 
 class SayAccepted(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 from fastapi import APIRouter, Depends
 
 from server.api.access import ACCESS_RESPONSES, CONTROL
@@ -62,9 +64,14 @@ async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccept
     synthesised by the configured TTS backend, under the busy policy `mode`."""
     session = server.sessions.get(session_id)
     mode = SpeechMode(body.mode)
+
+    def capacity_turn() -> AbstractAsyncContextManager[None]:
+        return server.admission.speech_turn(session, session.capacity_wait_event)
+
     spoken = await speak_text(
         session, server.tts, body.text, body.voice, mode, body.keep_queue,
         server.settings.tts_max_chars, server.settings.max_audio_seconds,
+        capacity_turn if body.wait else None,
     )
     admission = spoken.admission
     utterance = admission.utterance

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from server.refusal import Refusal
@@ -43,17 +45,19 @@ async def speak_text(
     keep_queue: bool,
     max_chars: int,
     max_seconds: float,
+    capacity_turn: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> SpokenText:
     """Synthesise `text` (off the event loop) and let `session` speak it under `mode`.
 
     Refuses with 422 (text, voice), 409 (busy, not connected) before synthesising, 413
     when its speech is longer than `max_seconds`, and 503 when the backend cannot speak
-    or fails.
+    or fails, or the server has not the capacity for it; with `capacity_turn`
+    (`AdmissionControl.speech_turn`) it waits in line for the capacity instead.
     """
     spoken = checked_text(text, max_chars)
     chosen = tts.check_voice(voice)
     tts.check_available()
-    session.check_can_speak(mode)
+    session.check_can_speak(mode, wait_for_capacity=capacity_turn is not None)
     speech = await tts.synthesize(spoken, chosen)
     if speech.duration > max_seconds:
         raise TextError(
@@ -61,4 +65,7 @@ async def speak_text(
             "(MAX_AUDIO_SECONDS): send it in several requests.",
             413,
         )
-    return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))
+    if capacity_turn is None:
+        return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))
+    async with capacity_turn():
+        return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))

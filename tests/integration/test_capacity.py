@@ -11,6 +11,7 @@ encode frames/s idle and 21.7 speaking (its render's CPU time included).
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import httpx
 import pytest
@@ -181,6 +182,25 @@ async def test_a_wait_that_runs_out_is_refused_with_retry_after() -> None:
             assert (await speak(http, first, tone(2.0))).status_code == 200
             await first_peer.wait_for_event("speaking_started", timeout=5)
             assert_capacity_refusal(await speak(http, second, tone(0.5), wait="true"), "wait_timeout")
+        finally:
+            await first_peer.close()
+            await second_peer.close()
+
+
+@pytest.mark.webrtc
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+async def test_text_beyond_capacity_is_refused_or_waits_when_asked() -> None:
+    async with running_app(one_speaker_of_two()) as http:
+        first, first_peer = await connected_session(http)
+        second, second_peer = await connected_session(http)
+        try:
+            assert (await speak(http, first, tone(1.5))).status_code == 200
+            await first_peer.wait_for_event("speaking_started", timeout=5)
+            url = f"/webrtc/sessions/{second}/say"
+            assert_capacity_refusal(await http.post(url, json={"text": "Hello"}), "speech_capacity")
+            response = await http.post(url, json={"text": "Hello", "wait": True})
+            assert response.status_code == 200, response.text
+            assert (await second_peer.wait_for_event("capacity_wait", timeout=1))["position"] == 1
         finally:
             await first_peer.close()
             await second_peer.close()
