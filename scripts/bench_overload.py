@@ -52,7 +52,9 @@ def main() -> None:
         help="a server setting (e.g. CAPACITY_IDLE_ENCODE_SHARE=0.1); repeatable",
     )
     args = parser.parse_args()
-    env = dict(item.split("=", 1) for item in args.env)
+    # Every admitted session uploads at once: more decode slots than sessions, so that the
+    # speech refused is refused for capacity, not for DECODE_MAX_IN_FLIGHT.
+    env = {"DECODE_MAX_IN_FLIGHT": "64", **dict(item.split("=", 1) for item in args.env)}
     params = {"fps": args.fps, "playback_fps": args.playback_fps}
 
     cores = sorted(os.sched_getaffinity(0))
@@ -83,7 +85,8 @@ def main() -> None:
         problems.append(f"{len(admitted) - len(spoke)} admitted sessions did not finish speaking")
     real_time = bool(spoke) and not problems
     by_kind = collections.Counter(
-        (f["stage"], f["status"], f.get("reason"), f.get("retry_after")) for f in refused
+        (f["stage"], f["status"], f.get("reason") or f["refused"][:60], f.get("retry_after"))
+        for f in refused
     )
     capacity = before["capacity"]
     print(

@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 REFERENCE_SIZE = (512, 512)
 """(width, height) the configured encode cost is given for: the demo avatar's."""
 AUDIO_FRAME_SAMPLES = 960  # 20 ms at 48 kHz, what the audio track sends
@@ -82,7 +84,7 @@ class Budget:
 
     render_fps: float
     encode_fps: float
-    cores: int
+    cores: float
     headroom: float
 
 
@@ -110,12 +112,21 @@ class StreamShape:
     height: int = REFERENCE_SIZE[1]
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its affinity, which containers and taskset narrow)."""
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> float:
+    """Cores this process may use: those it may run on (its affinity, which `taskset` and
+    `docker --cpuset-cpus` narrow), or fewer under a CPU quota (`docker --cpus`: cgroup
+    v2's cpu.max, "quota period")."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = float(len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = float(os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 class CapacityModel:
@@ -124,7 +135,7 @@ class CapacityModel:
     def __init__(
         self,
         costs: FrameCosts,
-        cores: int,
+        cores: float,
         headroom: float,
         idle_encode_share: float,
         render_fps: float = 0.0,

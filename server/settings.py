@@ -126,8 +126,9 @@ class Settings:
     capacity_idle_encode_share: float = _env("CAPACITY_IDLE_ENCODE_SHARE", default=1.0)
     """What an idle session's video costs, as a share of a speaking one's encoding
     (1: its idle loop is encoded for it alone)."""
-    capacity_cores: int = _env("CAPACITY_CORES", default=0)
-    """Cores the encoders share; 0: those this process may run on (its CPU affinity)."""
+    capacity_cores: float = _env("CAPACITY_CORES", default=0.0)
+    """Cores the encoders share; 0: those this process may use (its CPU affinity, or its
+    cgroup's CPU quota if lower)."""
     capacity_headroom: float = _env("CAPACITY_HEADROOM", default=0.9)
     """Share of the cores and of the render worker that admitted work may fill."""
     capacity_render_fps: float = _env("CAPACITY_RENDER_FRAMES_PER_SECOND", default=0.0)

@@ -251,7 +251,7 @@ class CapacityInfo(BaseModel):
     source: Literal["calibrated", "configured"] = Field(
         description="Costs measured at start-up, or taken from the CAPACITY_* settings."
     )
-    cores: int
+    cores: float
     headroom: float
     render_ms_per_frame: float
     encode_ms_per_frame: float = Field(description="Convert + VP8-encode one frame of `reference_size`.")

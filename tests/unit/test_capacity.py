@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from server.capacity import DEFAULT_SHAPE, CapacityModel, FrameCosts, Load, StreamShape
+from server.capacity import (
+    DEFAULT_SHAPE,
+    CapacityModel,
+    FrameCosts,
+    Load,
+    StreamShape,
+    available_cores,
+)
 from server.settings import Settings, SettingsError
 
 # The figures for this kind of box: render 2 ms, convert + VP8 6 ms, Opus 2 %.
@@ -95,3 +105,16 @@ def test_at_least_one_session_is_always_allowed() -> None:
 def test_bad_capacity_settings_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value})
+
+
+def test_a_cgroup_cpu_quota_narrows_the_cores(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("50000 100000\n")
+    assert available_cores(cpu_max) == 0.5
+
+
+def test_without_a_quota_the_cores_are_the_affinitys(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == len(os.sched_getaffinity(0))
+    assert available_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
