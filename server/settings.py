@@ -138,7 +138,8 @@ class Settings:
     capacity_max_wait_seconds: float = _env("CAPACITY_MAX_WAIT_SECONDS", default=30.0)
     """Longest a speech request sent with wait=true is held in line for capacity."""
     capacity_retry_after_seconds: float = _env("CAPACITY_RETRY_AFTER_SECONDS", default=10.0)
-    """Retry-After of a capacity refusal when no speech is about to end."""
+    """Retry-After of a refused session (capacity or limit), and of refused speech when
+    none is about to end."""
 
     # Clients (rate limits per client address; 0 turns one off)
     create_rate_per_minute: float = _env("RATE_LIMIT_CREATE_PER_MINUTE", default=60.0)

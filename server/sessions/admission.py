@@ -117,7 +117,8 @@ class AdmissionControl:
                 f"The server is at its capacity ({self._figures(load)}); a session at "
                 f"{shape.playback_fps} frames/s does not fit now. Try again in a moment, "
                 "with a lower playback_fps, or on another server.",
-                retry_after_seconds=self._seconds_until_speech_ends(),
+                # Sessions last minutes: what frees room for one is mostly another ending.
+                retry_after_seconds=self._retry_after,
                 reason=REASON_SESSION_CAPACITY,
             )
         ticket = next(self._tickets)
@@ -179,6 +180,8 @@ class AdmissionControl:
         deadline = time.monotonic() + self.max_wait_seconds
         told: int | None = None
         while True:
+            if session.closed:
+                return  # its speak() refuses it (404)
             position = self._waiting.index(session) + 1
             if position == 1 and self._speech_fits(session):
                 return
