@@ -14,8 +14,8 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from server.capacity import MIN_COST_SECONDS, CapacityModel, Load, StreamShape
@@ -106,9 +106,9 @@ class AdmissionControl:
 
     # --- sessions --------------------------------------------------------------------------
 
-    @contextmanager
-    def reserve_session(self, shape: StreamShape) -> Iterator[None]:
-        """Hold an idle session's load of `shape` while it is created (raises CapacityError)."""
+    def reserve_session(self, shape: StreamShape) -> int:
+        """Hold an idle session's load of `shape` while it is created (raises CapacityError);
+        the ticket returned goes to `release_session` once it is a session, or failed."""
         cost = self.model.session_load(shape, speaking=False)
         load = self.load()
         if not self.model.fits(load + cost):
@@ -123,10 +123,10 @@ class AdmissionControl:
             )
         ticket = next(self._tickets)
         self._reserved[ticket] = cost
-        try:
-            yield
-        finally:
-            del self._reserved[ticket]
+        return ticket
+
+    def release_session(self, ticket: int) -> None:
+        del self._reserved[ticket]
 
     # --- speech ------------------------------------------------------------------------------
 

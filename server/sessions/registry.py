@@ -80,23 +80,24 @@ class SessionRegistry:
             )
         # Its load is held from here (before any await) until it is counted as a session;
         # the avatar's size is not known yet, so it is reserved at the reference size.
-        with self.admission.reserve_session(StreamShape(params.fps, params.playback_fps)):
-            self._reserved += 1
-            try:
-                avatar = await self._avatars.acquire(params.avatar_id)  # AvatarNotFoundError: 404
-            finally:
-                self._reserved -= 1
-            try:
-                if self._closing:
-                    raise TooManySessionsError("The server is shutting down; try another one or later.")
-                session = Session(
-                    params, avatar, self._worker, self._settings, on_lost=self._lost,
-                    metrics=self._metrics, admission=self.admission,
-                )
-            except BaseException:
-                self._avatars.release(params.avatar_id)
-                raise
-            self._sessions[session.id] = session
+        reservation = self.admission.reserve_session(StreamShape(params.fps, params.playback_fps))
+        self._reserved += 1
+        try:
+            avatar = await self._avatars.acquire(params.avatar_id)  # AvatarNotFoundError: 404
+        finally:
+            self._reserved -= 1
+            self.admission.release_session(reservation)  # no await until it is a session
+        try:
+            if self._closing:
+                raise TooManySessionsError("The server is shutting down; try another one or later.")
+            session = Session(
+                params, avatar, self._worker, self._settings, on_lost=self._lost,
+                metrics=self._metrics, admission=self.admission,
+            )
+        except BaseException:
+            self._avatars.release(params.avatar_id)
+            raise
+        self._sessions[session.id] = session
         self._metrics.session_opened(session)
         session.start()
         logger.info(
