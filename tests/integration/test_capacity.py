@@ -204,3 +204,19 @@ async def test_text_beyond_capacity_is_refused_or_waits_when_asked() -> None:
         finally:
             await first_peer.close()
             await second_peer.close()
+
+
+@pytest.mark.webrtc
+async def test_uploads_arriving_together_never_overshoot_the_capacity() -> None:
+    async with running_app(one_speaker_of_two()) as http:
+        first, first_peer = await connected_session(http)
+        second, second_peer = await connected_session(http)
+        try:
+            responses = await asyncio.gather(
+                speak(http, first, tone(1.0)), speak(http, second, tone(1.0))
+            )
+            assert sorted(r.status_code for r in responses) == [200, 503]
+            assert (await http.get("/health")).json()["capacity"]["sessions_speaking"] == 1
+        finally:
+            await first_peer.close()
+            await second_peer.close()
