@@ -70,6 +70,7 @@ class AvatarServer:
             lambda: self.sessions.sessions(),
             settings.capacity_retry_after_seconds,
             settings.capacity_max_wait_seconds,
+            settings.capacity_speaking_share,
         )
         """The capacity budget (configured until `start` has calibrated it) and its load."""
         self.sessions = SessionRegistry(

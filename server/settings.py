@@ -126,6 +126,10 @@ class Settings:
     capacity_idle_encode_share: float = _env("CAPACITY_IDLE_ENCODE_SHARE", default=1.0)
     """What an idle session's video costs, as a share of a speaking one's encoding
     (1: its idle loop is encoded for it alone)."""
+    capacity_speaking_share: float = _env("CAPACITY_SPEAKING_SHARE", default=1.0)
+    """Share of the admitted sessions a new session's admission expects to speak at once:
+    1 admits only sessions that could all speak together; lower overbooks, and speech
+    beyond the budget is then refused (503) when too many speak."""
     capacity_cores: float = _env("CAPACITY_CORES", default=0.0)
     """Cores the encoders share; 0: those this process may use (its CPU affinity, or its
     cgroup's CPU quota if lower)."""
@@ -302,6 +306,8 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 problems.append(f"{_env_name(name)} must not be negative")
+        if not 0 <= self.capacity_speaking_share <= 1:
+            problems.append("CAPACITY_SPEAKING_SHARE must be between 0 and 1")
         if not 0 < self.capacity_headroom <= 1:
             problems.append("CAPACITY_HEADROOM must be above 0 and at most 1")
         for name in (

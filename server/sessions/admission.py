@@ -56,12 +56,17 @@ class AdmissionControl:
         sessions: Callable[[], Iterable[Session]],
         retry_after_seconds: float,
         max_wait_seconds: float,
+        speaking_share: float = 1.0,
     ) -> None:
+        """`speaking_share`: the share of admitted sessions a new session's admission
+        expects to speak at once (1: every one may, so speech is never refused for
+        sessions at the parameters admitted)."""
         self.model = model
+        self.speaking_share = speaking_share
         self._sessions = sessions
         self._retry_after = retry_after_seconds
         self.max_wait_seconds = max_wait_seconds
-        self._reserved: dict[int, Load] = {}
+        self._reserved: dict[int, StreamShape] = {}
         self._tickets = itertools.count()
         self._renders: dict[str, Load] = {}
         self._waiting: deque[Session] = deque()
@@ -71,16 +76,46 @@ class AdmissionControl:
     # --- the load ------------------------------------------------------------------------
 
     def session_load(self, session: Session, speaking: bool | None = None) -> Load:
-        width, height = session.avatar.avatar.size
-        shape = StreamShape(session.params.fps, session.params.playback_fps, width, height)
-        return self.model.session_load(shape, session_is_speaking(session) if speaking is None else speaking)
+        speaking = session_is_speaking(session) if speaking is None else speaking
+        return self.model.session_load(_shape(session), speaking)
 
     def load(self) -> Load:
+        """What is asked of the budget now: each session as it is (idle or speaking), the
+        creations under way as idle ones, the running renders."""
         total = Load()
         for session in self._sessions():
             if not session.closed:
                 total += self.session_load(session)
-        for load in itertools.chain(self._reserved.values(), self._renders.values()):
+        for shape in self._reserved.values():
+            total += self.model.session_load(shape, speaking=False)
+        for load in self._renders.values():
+            total += load
+        return total
+
+    def planned_load(self, shape: StreamShape) -> Load:
+        """A session of `shape` as admission counts it: idle, plus `speaking_share` of what
+        speaking adds."""
+        idle = self.model.session_load(shape, speaking=False)
+        speaking = self.model.session_load(shape, speaking=True)
+        share = self.speaking_share
+        return Load(
+            idle.render_fps + share * (speaking.render_fps - idle.render_fps),
+            idle.encode_fps + share * (speaking.encode_fps - idle.encode_fps),
+        )
+
+    def _planned_total(self) -> Load:
+        """Every admitted session and creation under way as `planned_load` counts it (one
+        speaking now at least as speaking), and the running renders."""
+        total = Load()
+        for session in self._sessions():
+            if not session.closed:
+                planned = self.planned_load(_shape(session))
+                actual = self.session_load(session)
+                total += Load(max(planned.render_fps, actual.render_fps),
+                              max(planned.encode_fps, actual.encode_fps))
+        for shape in self._reserved.values():
+            total += self.planned_load(shape)
+        for load in self._renders.values():
             total += load
         return total
 
@@ -107,11 +142,16 @@ class AdmissionControl:
     # --- sessions --------------------------------------------------------------------------
 
     def reserve_session(self, shape: StreamShape) -> int:
-        """Hold an idle session's load of `shape` while it is created (raises CapacityError);
-        the ticket returned goes to `release_session` once it is a session, or failed."""
-        cost = self.model.session_load(shape, speaking=False)
+        """Hold the load of a session of `shape` while it is created (raises CapacityError
+        unless it fits both as it is now, idle, and as admission plans for it, with the
+        others, `planned_load`); the ticket returned goes to `release_session` once it is a
+        session, or failed."""
         load = self.load()
-        if not self.model.fits(load + cost):
+        idle = self.model.session_load(shape, speaking=False)
+        if not (
+            self.model.fits(load + idle)
+            and self.model.fits(self._planned_total() + self.planned_load(shape))
+        ):
             self.refused(REASON_SESSION_CAPACITY)
             raise CapacityError(
                 f"The server is at its capacity ({self._figures(load)}); a session at "
@@ -122,7 +162,7 @@ class AdmissionControl:
                 reason=REASON_SESSION_CAPACITY,
             )
         ticket = next(self._tickets)
-        self._reserved[ticket] = cost
+        self._reserved[ticket] = shape
         return ticket
 
     def release_session(self, ticket: int) -> None:
@@ -253,6 +293,11 @@ class AdmissionControl:
             if not s.closed and session_is_speaking(s)
         ]
         return round(max(1.0, min(waits)) if waits else self._retry_after, 2)
+
+
+def _shape(session: Session) -> StreamShape:
+    width, height = session.avatar.avatar.size
+    return StreamShape(session.params.fps, session.params.playback_fps, width, height)
 
 
 def session_is_speaking(session: Session) -> bool:

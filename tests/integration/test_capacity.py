@@ -5,7 +5,8 @@ speaking in real time.
 The budgets are configured small (CAPACITY_ENCODE_FRAMES_PER_SECOND) with the test
 environment's configured costs (6 ms per encoded frame, 2 ms per rendered one, Opus 2 % of a
 core): a session at the defaults (fps 10, playback 15, the demo's 512 x 512) costs 18.3
-encode frames/s idle and 21.7 speaking (its render's CPU time included).
+encode frames/s idle and 21.7 speaking (its render's CPU time included). By default a
+session is admitted only if every admitted one could speak at once (21.7 each).
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ from tests.conftest import make_settings, running_app
 from tests.integration.test_busy_policy import connected_session, speak, tone
 
 IDLE = 15 + 0.02 / 0.006
-SPEAKING = IDLE + 10 * 0.002 / 0.006
 
 
-def three_idle_sessions(**overrides: object) -> Settings:
-    """A budget three idle sessions fit in, four not; the session limit out of the way."""
+def two_speakers(**overrides: object) -> Settings:
+    """A budget two speaking sessions fit in (43.3 of 60), three not; the session limit
+    out of the way."""
     return make_settings(capacity_encode_fps=60.0, max_sessions=10, **overrides)
 
 
 def one_speaker_of_two(**overrides: object) -> Settings:
-    """Two sessions whose idle loops are cheap (a shared loop): one may speak, not both."""
+    """Overbooked: two sessions whose idle loops are cheap (a shared loop) are admitted
+    expecting none to speak; one may speak, not both."""
     return make_settings(
-        capacity_encode_fps=30.0, capacity_idle_encode_share=0.2, max_sessions=4, **overrides
+        capacity_encode_fps=30.0, capacity_idle_encode_share=0.2, capacity_speaking_share=0.0,
+        max_sessions=4, **overrides,
     )
 
 
@@ -47,28 +50,28 @@ def assert_capacity_refusal(response: httpx.Response, reason: str) -> None:
 
 
 async def test_the_session_beyond_capacity_is_refused_with_retry_after_and_a_sentence() -> None:
-    async with running_app(three_idle_sessions()) as http:
-        for _ in range(3):
+    async with running_app(two_speakers()) as http:
+        for _ in range(2):
             assert (await http.post("/webrtc/sessions/create")).status_code == 200
         assert_capacity_refusal(await http.post("/webrtc/sessions/create"), "session_capacity")
 
 
 async def test_a_cheaper_session_still_fits_where_a_default_one_does_not() -> None:
-    async with running_app(three_idle_sessions()) as http:
-        for _ in range(3):
+    async with running_app(two_speakers()) as http:
+        for _ in range(2):
             assert (await http.post("/webrtc/sessions/create")).status_code == 200
         assert (await http.post("/webrtc/sessions/create")).status_code == 503
-        # 60 - 3 x 18.3 = 5 frames/s left: a session at playback 1 (1 + 3.3) fits.
+        # 60 - 2 x 21.7 = 16.7 frames/s left: a session at fps 1, playback 1 (4.7) fits.
         response = await http.post("/webrtc/sessions/create", params={"playback_fps": 1, "fps": 1})
         assert response.status_code == 200, response.text
 
 
 async def test_concurrent_creates_never_overshoot_the_capacity() -> None:
     # A fresh server: the first creations all wait for the avatar to load together.
-    async with running_app(three_idle_sessions()) as http:
+    async with running_app(two_speakers()) as http:
         responses = await asyncio.gather(*(http.post("/webrtc/sessions/create") for _ in range(12)))
-        assert sorted(r.status_code for r in responses) == [200] * 3 + [503] * 9
-        assert len(http.app.state.server.sessions) == 3  # type: ignore[attr-defined]
+        assert sorted(r.status_code for r in responses) == [200] * 2 + [503] * 10
+        assert len(http.app.state.server.sessions) == 2  # type: ignore[attr-defined]
 
 
 async def test_the_session_limit_follows_from_capacity_without_max_sessions() -> None:
@@ -90,27 +93,27 @@ async def test_an_explicit_max_sessions_caps_the_limit() -> None:
 
 
 async def test_health_reports_the_budget_the_load_and_the_refusals() -> None:
-    async with running_app(three_idle_sessions()) as http:
-        for _ in range(4):
+    async with running_app(two_speakers()) as http:
+        for _ in range(3):
             await http.post("/webrtc/sessions/create")
         capacity = (await http.get("/health")).json()["capacity"]
         assert capacity["source"] == "configured"
         assert capacity["encode_budget_fps"] == 60.0
-        assert capacity["encode_load_fps"] == pytest.approx(3 * IDLE, abs=0.1)
+        assert capacity["encode_load_fps"] == pytest.approx(2 * IDLE, abs=0.1)
         assert capacity["render_load_fps"] == 0
-        assert (capacity["sessions_admitted"], capacity["sessions_idle"]) == (3, 3)
+        assert (capacity["sessions_admitted"], capacity["sessions_idle"]) == (2, 2)
         assert capacity["sessions_speaking"] == 0
         assert capacity["refusals"]["session_capacity"] == 1
 
 
 async def test_metrics_report_the_budget_the_load_and_the_refusals() -> None:
-    async with running_app(three_idle_sessions()) as http:
-        for _ in range(4):
+    async with running_app(two_speakers()) as http:
+        for _ in range(3):
             await http.post("/webrtc/sessions/create")
         text = (await http.get("/metrics")).text
         assert "avatar_capacity_encode_fps 60.0" in text
-        assert f"avatar_load_encode_fps {round(3 * IDLE, 1)}" in text
-        assert 'avatar_capacity_sessions{load="idle"} 3.0' in text
+        assert f"avatar_load_encode_fps {round(2 * IDLE, 1)}" in text
+        assert 'avatar_capacity_sessions{load="idle"} 2.0' in text
         assert 'avatar_capacity_refusals_total{reason="session_capacity"} 1.0' in text
         assert "avatar_sessions_max 10.0" in text
 
@@ -217,6 +220,21 @@ async def test_uploads_arriving_together_never_overshoot_the_capacity() -> None:
             )
             assert sorted(r.status_code for r in responses) == [200, 503]
             assert (await http.get("/health")).json()["capacity"]["sessions_speaking"] == 1
+        finally:
+            await first_peer.close()
+            await second_peer.close()
+
+
+@pytest.mark.webrtc
+async def test_by_default_every_admitted_session_can_speak_at_once() -> None:
+    async with running_app(two_speakers()) as http:
+        first, first_peer = await connected_session(http)
+        second, second_peer = await connected_session(http)
+        try:
+            responses = await asyncio.gather(
+                speak(http, first, tone(1.0)), speak(http, second, tone(1.0))
+            )
+            assert [r.status_code for r in responses] == [200, 200]
         finally:
             await first_peer.close()
             await second_peer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from server.capacity import (
     StreamShape,
     available_cores,
 )
+from server.sessions.admission import AdmissionControl, CapacityError
 from server.settings import Settings, SettingsError
 
 # The issue's figures for this kind of box: render 2 ms, convert + VP8 6 ms, Opus 2 %.
@@ -99,6 +101,7 @@ def test_at_least_one_session_is_always_allowed() -> None:
         ("CAPACITY_HEADROOM", "1.5", "CAPACITY_HEADROOM must be above 0"),
         ("CAPACITY_ENCODE_MS_PER_FRAME", "0", "CAPACITY_ENCODE_MS_PER_FRAME must be positive"),
         ("CAPACITY_CORES", "-1", "CAPACITY_CORES must not be negative"),
+        ("CAPACITY_SPEAKING_SHARE", "1.5", "CAPACITY_SPEAKING_SHARE must be between 0 and 1"),
         ("CAPACITY_IDLE_ENCODE_SHARE", "-0.1", "CAPACITY_IDLE_ENCODE_SHARE must not be negative"),
     ],
 )
@@ -118,3 +121,42 @@ def test_without_a_quota_the_cores_are_the_affinitys(tmp_path: Path) -> None:
     cpu_max.write_text("max 100000\n")
     assert available_cores(cpu_max) == len(os.sched_getaffinity(0))
     assert available_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
+
+
+def admission(speaking_share: float) -> AdmissionControl:
+    return AdmissionControl(model(encode_fps=100.0), lambda: [], 10.0, 30.0, speaking_share)
+
+
+def creations_admitted(control: AdmissionControl, shape: StreamShape) -> int:
+    """Creations of `shape` under way together that are admitted (each holds its ticket)."""
+    admitted = 0
+    with contextlib.suppress(CapacityError):
+        while admitted < 100:
+            control.reserve_session(shape)
+            admitted += 1
+    return admitted
+
+
+def test_by_default_a_session_is_admitted_only_if_all_could_speak_at_once() -> None:
+    # 100 / 21.7 (speaking at fps 10, playback 15): four.
+    assert creations_admitted(admission(1.0), DEFAULT_SHAPE) == 4
+
+
+def test_a_speaking_share_below_one_overbooks_idle_sessions() -> None:
+    # 100 / 18.3 (idle): five.
+    assert creations_admitted(admission(0.0), DEFAULT_SHAPE) == 5
+
+
+def test_a_released_reservation_frees_its_room() -> None:
+    control = admission(1.0)
+    tickets = [control.reserve_session(DEFAULT_SHAPE) for _ in range(4)]
+    with pytest.raises(CapacityError):
+        control.reserve_session(DEFAULT_SHAPE)
+    control.release_session(tickets[0])
+    control.reserve_session(DEFAULT_SHAPE)
+
+
+def test_a_refused_creation_is_counted_by_its_reason() -> None:
+    control = admission(1.0)
+    creations_admitted(control, DEFAULT_SHAPE)
+    assert control.describe()["refusals"]["session_capacity"] == 1
