@@ -133,8 +133,11 @@ class Settings:
     capacity_cores: float = _env("CAPACITY_CORES", default=0.0)
     """Cores the encoders share; 0: those this process may use (its CPU affinity, or its
     cgroup's CPU quota if lower)."""
-    capacity_headroom: float = _env("CAPACITY_HEADROOM", default=0.9)
-    """Share of the cores and of the render worker that admitted work may fill."""
+    capacity_headroom: float = _env("CAPACITY_HEADROOM", default=0.75)
+    """Share of the cores and of the render worker that admitted work may fill. The rest is
+    for what calibration does not measure: the event loop's own work per packet (asyncio,
+    ICE, DTLS), pacing, HTTP, decoding uploads; the overload benchmark on a 2-core box had
+    13 sessions at 0.9 of a core short of real time."""
     capacity_render_fps: float = _env("CAPACITY_RENDER_FRAMES_PER_SECOND", default=0.0)
     """The render worker's budget in frames/s; 0: from its cost per frame and the headroom."""
     capacity_encode_fps: float = _env("CAPACITY_ENCODE_FRAMES_PER_SECOND", default=0.0)
