@@ -97,6 +97,18 @@ def speech_figures(peer: ArrivalPeer, uploaded_at: float, playback_fps: float) -
     }
 
 
+def refusal(response: httpx.Response, stage: str = "create") -> dict[str, Any]:
+    """A refused create or upload: `refused` ("status: detail"), and what the client was told."""
+    body = response.json()
+    return {
+        "refused": f"{response.status_code}: {body.get('detail')}",
+        "stage": stage,
+        "status": response.status_code,
+        "retry_after": response.headers.get("Retry-After"),
+        "reason": body.get("reason"),
+    }
+
+
 async def receive(
     url: str, count: int, params: dict[str, Any], seconds: float, audio: bytes, start: asyncio.Future
 ) -> list[dict[str, Any]]:
@@ -109,11 +121,11 @@ async def receive(
             for _ in range(count):
                 response = await http.post("/webrtc/sessions/create", params=params)
                 if response.status_code != 200:
-                    refused.append(f"{response.status_code}: {response.json().get('detail')}")
+                    refused.append(refusal(response))
                     continue
                 peers.append(ArrivalPeer(http, response.json()["session_id"]))
             await asyncio.gather(*(peer.connect(CONNECT_TIMEOUT) for peer in peers))
-            print(json.dumps({"ready": len(peers), "refused": refused}), flush=True)
+            print(json.dumps({"ready": len(peers), "refused": [r["refused"] for r in refused]}), flush=True)
             start_at = await start
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
 
@@ -124,7 +136,7 @@ async def receive(
                     files={"audio_file": ("speech.wav", audio, "audio/wav")},
                 )
                 if response.status_code != 200:
-                    return {"spoke": False, "refused": f"{response.status_code}: {response.json().get('detail')}"}
+                    return {"spoke": False, **refusal(response, "speech")}
                 try:
                     await peer.wait_for_event("speaking_ended", seconds + SPEECH_TIMEOUT_MARGIN)
                 except TimeoutError:
@@ -140,7 +152,7 @@ async def receive(
                 return figures
 
             results = await asyncio.gather(*(speak(peer) for peer in peers))
-            return [*results, *({"spoke": False, "refused": r} for r in refused)]
+            return [*results, *({"spoke": False, **r} for r in refused)]
         finally:
             for peer in peers:
                 await peer.close()

@@ -6,16 +6,19 @@ import asyncio
 import logging
 
 from server.avatars.jobs import PreparationJobs
+from server.capacity import calibrate, capacity_model, configured_costs
 from server.chat.llm import ChatCompletions
 from server.avatars.preparation import Preparation, Preparer
 from server.avatars.storage import load_prepared, remove_leftovers
 from server.avatars.store import AvatarStore
 from server.isolation.pool import DecodeLimits, DecodePool
+from server.lipsync.demo.face import build_demo_avatar
 from server.lipsync.selection import EngineChoice, select_engine
 from server.lipsync.worker import LipSyncWorker
 from server.metrics import ServerMetrics
 from server.renders.jobs import RenderJobs
 from server.media.audio_input import DecodedAudio, decode_audio
+from server.sessions.admission import AdmissionControl
 from server.sessions.registry import SessionRegistry
 from server.settings import Settings
 from server.tts.selection import build_tts
@@ -62,8 +65,18 @@ class AvatarServer:
         self.preparer = Preparer.from_settings(settings, self.video_decoders)
         self.avatars = AvatarStore(self.worker, self.preparer)
         self.preparations = PreparationJobs(self.preparer, self._precompute)
-        self.sessions = SessionRegistry(settings, self.worker, self.avatars, self.metrics)
-        self.metrics.watch(self.sessions, self.worker, settings.max_sessions)
+        self.admission = AdmissionControl(
+            capacity_model(settings, configured_costs(settings, self.engine)),
+            lambda: self.sessions.sessions(),
+            settings.capacity_retry_after_seconds,
+            settings.capacity_max_wait_seconds,
+            settings.capacity_speaking_share,
+        )
+        """The capacity budget (configured until `start` has calibrated it) and its load."""
+        self.sessions = SessionRegistry(
+            settings, self.worker, self.avatars, self.admission, self.metrics
+        )
+        self.metrics.watch(self.sessions, self.worker, self.admission)
         self.accepting = False
         """Whether new sessions are taken: from `start()` until `close()` begins."""
         self.tts = build_tts(settings)
@@ -74,7 +87,7 @@ class AvatarServer:
         self.renders = RenderJobs(
             settings.renders_dir, self.worker, self.avatars, settings.renders_max_jobs,
             settings.renders_max_running, settings.renders_ttl_seconds, settings.max_audio_seconds,
-            node_id=settings.node_id,
+            node_id=settings.node_id, admission=self.admission,
         )
         self.llm = ChatCompletions(
             settings.llm_url, settings.llm_key, settings.llm_model, settings.llm_timeout_seconds
@@ -88,9 +101,29 @@ class AvatarServer:
             asyncio.to_thread(self.audio_decoders.start),
             asyncio.to_thread(self.video_decoders.start),
         )
+        if self.settings.capacity_calibrate:
+            await self._calibrate()
+        logger.info(
+            "capacity: render %.0f frames/s, encode %.0f frames/s (%s), %d sessions at most",
+            self.admission.model.budget.render_fps, self.admission.model.budget.encode_fps,
+            self.admission.model.costs.source, self.sessions.max_sessions,
+        )
         self.sessions.start()
         self.renders.start()
         self.accepting = True
+
+    async def _calibrate(self) -> None:
+        """Measure this host's costs with the built-in avatar as drawn (its size is the one
+        sessions use unless told otherwise; drawing it needs no preparation, so the first
+        start is not delayed by one); on failure the configured costs stay."""
+        try:
+            drawn = await asyncio.to_thread(build_demo_avatar)
+            avatar = await self.worker.call(self.engine.load_avatar, drawn)
+            costs = await calibrate(self.worker, avatar)
+        except Exception:
+            logger.exception("capacity calibration failed; the configured costs are used")
+            return
+        self.admission.model = capacity_model(self.settings, costs)
 
     def unready_reason(self) -> str | None:
         """Why the server cannot serve new sessions now (`/ready`), or None when it can."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from server.lipsync.worker import LipSyncWorker
     from server.media.playout import SyncStats
     from server.refusal import Refusal
+    from server.sessions.admission import AdmissionControl
     from server.sessions.registry import SessionRegistry
     from server.sessions.session import Session
 
@@ -73,6 +74,19 @@ SYNC_COUNTERS = (
     ),
 )
 
+# The capacity figures (`AdmissionControl.describe()` keys), as (metric name, key, help).
+CAPACITY_GAUGES = (
+    ("avatar_capacity_render_fps", "render_budget_fps",
+     "Frames/s the render worker can render in real time (the budget, headroom taken off)."),
+    ("avatar_capacity_encode_fps", "encode_budget_fps",
+     "Reference-size video frames/s the media CPU can convert and encode (the budget)."),
+    ("avatar_load_render_fps", "render_load_fps",
+     "Frames/s of the render worker the admitted sessions and renders take."),
+    ("avatar_load_encode_fps", "encode_load_fps",
+     "Encode frames/s (and their CPU equivalent) the admitted sessions and renders take."),
+    ("avatar_speech_waiting", "speech_waiting", "Speech requests waiting for capacity (wait=true)."),
+)
+
 
 class ServerMetrics:
     """The metrics of one server, and the hooks its parts call."""
@@ -110,9 +124,12 @@ class ServerMetrics:
         self._open: dict[str, SyncStats] = {}
         self._ended = {name: 0.0 for name, _, _ in SYNC_COUNTERS}
 
-    def watch(self, sessions: SessionRegistry, worker: LipSyncWorker, max_sessions: int) -> None:
-        """Read the sessions' states and the worker's statistics at every scrape."""
-        self.registry.register(_ServerCollector(self, sessions, worker, max_sessions))
+    def watch(
+        self, sessions: SessionRegistry, worker: LipSyncWorker, admission: AdmissionControl
+    ) -> None:
+        """Read the sessions' states, the worker's statistics and the capacity figures at
+        every scrape."""
+        self.registry.register(_ServerCollector(self, sessions, worker, admission))
 
     def exposition(self) -> bytes:
         """Every metric, in Prometheus' text format (`CONTENT_TYPE`)."""
@@ -168,12 +185,12 @@ class _ServerCollector(Collector):
         metrics: ServerMetrics,
         sessions: SessionRegistry,
         worker: LipSyncWorker,
-        max_sessions: int,
+        admission: AdmissionControl,
     ) -> None:
         self._metrics = metrics
         self._sessions = sessions
         self._worker = worker
-        self._max_sessions = max_sessions
+        self._admission = admission
 
     def collect(self) -> Iterator[Metric]:
         yield from self._session_metrics()
@@ -181,6 +198,7 @@ class _ServerCollector(Collector):
         for name, metric, help_text in SYNC_COUNTERS:
             yield CounterMetricFamily(metric, help_text, value=totals[name])
         yield from self._worker_metrics()
+        yield from self._capacity_metrics()
 
     def _session_metrics(self) -> Iterable[Metric]:
         by_state = dict.fromkeys(SESSION_STATES, 0)
@@ -193,8 +211,31 @@ class _ServerCollector(Collector):
             gauge.add_metric([state], count)
         yield gauge
         yield GaugeMetricFamily(
-            "avatar_sessions_max", "Most live sessions at once (MAX_SESSIONS).", value=self._max_sessions
+            "avatar_sessions_max",
+            "Most live sessions at once (MAX_SESSIONS, or what the capacity allows).",
+            value=self._sessions.max_sessions,
         )
+
+    def _capacity_metrics(self) -> Iterable[Metric]:
+        figures = self._admission.describe()
+        for name, key, help_text in CAPACITY_GAUGES:
+            yield GaugeMetricFamily(name, help_text, value=figures[key])
+        by_load = GaugeMetricFamily(
+            "avatar_capacity_sessions", "Admitted sessions, by their load (idle or speaking).",
+            labels=["load"],
+        )
+        by_load.add_metric(["idle"], figures["sessions_idle"])
+        by_load.add_metric(["speaking"], figures["sessions_speaking"])
+        yield by_load
+        refusals = CounterMetricFamily(
+            "avatar_capacity_refusals",
+            "Sessions, speech and renders refused (503) for want of capacity or at the "
+            "session limit, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in figures["refusals"].items():
+            refusals.add_metric([reason], count)
+        yield refusals
 
     def _worker_metrics(self) -> Iterable[Metric]:
         stats = self._worker.stats

@@ -94,7 +94,9 @@ class Settings:
     node_id: str = _env("NODE_ID", default="")
     """This node's name behind a reverse proxy (README, "Several nodes behind nginx"): the
     prefix of the session and render ids it mints; empty: a single node, bare ids."""
-    max_sessions: int = _env("MAX_SESSIONS", default=16)
+    max_sessions: int = _env("MAX_SESSIONS", default=0)
+    """Most live sessions; 0: as many as can all speak at once at the default session
+    parameters within the capacity budget (README, "Capacity")."""
     session_idle_ttl_seconds: float = _env("SESSION_IDLE_TTL_SECONDS", default=600.0)
     session_reconnect_grace_seconds: float = _env(
         "SESSION_RECONNECT_GRACE_SECONDS", default=20.0
@@ -111,6 +113,40 @@ class Settings:
     webrtc_connect_timeout_seconds: float = _env("WEBRTC_CONNECT_TIMEOUT_SECONDS", default=30.0)
     """How long an answered peer connection may take to connect before it counts as failed."""
     max_offer_bytes: int = _env("MAX_OFFER_BYTES", default=64 * 1024)
+
+    # Capacity: admission from the host's measured budget (README, "Capacity")
+    capacity_calibrate: bool = _env("CAPACITY_CALIBRATE", default=True)
+    """Measure render, encode and audio costs at start-up; false: use the CAPACITY_*_MS ones."""
+    capacity_render_ms_per_frame: float = _env("CAPACITY_RENDER_MS_PER_FRAME", default=2.0)
+    """Engine time per frame at the worker's batch size (when not calibrated)."""
+    capacity_encode_ms_per_frame: float = _env("CAPACITY_ENCODE_MS_PER_FRAME", default=6.0)
+    """Converting and VP8-encoding one 512x512 frame (when not calibrated)."""
+    capacity_audio_core_share: float = _env("CAPACITY_AUDIO_CORE_SHARE", default=0.02)
+    """Share of a core one session's Opus stream takes (when not calibrated)."""
+    capacity_idle_encode_share: float = _env("CAPACITY_IDLE_ENCODE_SHARE", default=1.0)
+    """What an idle session's video costs, as a share of a speaking one's encoding
+    (1: its idle loop is encoded for it alone)."""
+    capacity_speaking_share: float = _env("CAPACITY_SPEAKING_SHARE", default=1.0)
+    """Share of the admitted sessions a new session's admission expects to speak at once:
+    1 admits only sessions that could all speak together; lower overbooks, and speech
+    beyond the budget is then refused (503) when too many speak."""
+    capacity_cores: float = _env("CAPACITY_CORES", default=0.0)
+    """Cores the encoders share; 0: those this process may use (its CPU affinity, or its
+    cgroup's CPU quota if lower)."""
+    capacity_headroom: float = _env("CAPACITY_HEADROOM", default=0.75)
+    """Share of the cores and of the render worker that admitted work may fill. The rest is
+    for what calibration does not measure: the event loop's own work per packet (asyncio,
+    ICE, DTLS), pacing, HTTP, decoding uploads; the overload benchmark on a 2-core box had
+    13 sessions at 0.9 of a core short of real time."""
+    capacity_render_fps: float = _env("CAPACITY_RENDER_FRAMES_PER_SECOND", default=0.0)
+    """The render worker's budget in frames/s; 0: from its cost per frame and the headroom."""
+    capacity_encode_fps: float = _env("CAPACITY_ENCODE_FRAMES_PER_SECOND", default=0.0)
+    """The encoders' budget in 512x512 frames/s; 0: from the cores, the cost and the headroom."""
+    capacity_max_wait_seconds: float = _env("CAPACITY_MAX_WAIT_SECONDS", default=30.0)
+    """Longest a speech request sent with wait=true is held in line for capacity."""
+    capacity_retry_after_seconds: float = _env("CAPACITY_RETRY_AFTER_SECONDS", default=10.0)
+    """Retry-After of a refused session (capacity or limit), and of refused speech when
+    none is about to end."""
 
     # Clients (rate limits per client address; 0 turns one off)
     create_rate_per_minute: float = _env("RATE_LIMIT_CREATE_PER_MINUTE", default=60.0)
@@ -279,8 +315,26 @@ class Settings:
         ):
             if not 0 <= getattr(self, name) <= 5:
                 problems.append(f"{_env_name(name)} must be between 0 and 5 seconds")
+        if self.max_sessions < 0:
+            problems.append("MAX_SESSIONS must not be negative (0: from capacity)")
         for name in (
-            "max_sessions", "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side",
+            "capacity_render_ms_per_frame", "capacity_encode_ms_per_frame",
+            "capacity_max_wait_seconds", "capacity_retry_after_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                problems.append(f"{_env_name(name)} must be positive")
+        for name in (
+            "capacity_audio_core_share", "capacity_idle_encode_share", "capacity_cores",
+            "capacity_render_fps", "capacity_encode_fps",
+        ):
+            if getattr(self, name) < 0:
+                problems.append(f"{_env_name(name)} must not be negative")
+        if not 0 <= self.capacity_speaking_share <= 1:
+            problems.append("CAPACITY_SPEAKING_SHARE must be between 0 and 1")
+        if not 0 < self.capacity_headroom <= 1:
+            problems.append("CAPACITY_HEADROOM must be above 0 and at most 1")
+        for name in (
+            "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side",
             "events_listener_backlog",
             "decode_workers", "decode_max_in_flight", "decode_max_sample_rate",
             "decode_max_channels", "renders_max_jobs", "renders_max_running",

@@ -21,6 +21,10 @@ TEST_ENVIRONMENT = {
     "WEBRTC_ICE_HOST_ADDRESSES": "127.0.0.1",
     "LIPSYNC_ENGINE": "demo",
     "ALLOWED_HOSTS": "testserver",  # httpx's ASGI transport's host name
+    # The configured costs on a budget of 8 cores, whatever the machine: the same limits
+    # everywhere, room for the sessions the tests make, and no calibration per server.
+    "CAPACITY_CALIBRATE": "false",
+    "CAPACITY_CORES": "8",
 }
 
 

@@ -7,6 +7,8 @@ own nginx.conf adds an access log that names the node (upstream) of every reques
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import shutil
 import subprocess
@@ -28,6 +30,9 @@ EXAMPLE_LISTEN = "listen 80;"
 START_TIMEOUT_SECONDS = 10.0
 ACCESS_LOG_FORMAT = "$request_method|$request_uri|$upstream_addr|$upstream_status|$status"
 
+
+LOG_SETTLE_SECONDS = 0.1
+"""How long the access log must stay unchanged to be taken as complete."""
 
 def why_nginx_cannot_run() -> str | None:
     if not NGINX.exists() or not NGINX_JS_MODULE.exists():
@@ -102,8 +107,19 @@ class NginxProxy:
         self.stop()
         raise RuntimeError(f"nginx did not start:\n{self.error_log()}")
 
+    async def settled(self) -> list[Routed]:
+        """`routed()` once the log has stopped growing: nginx writes a request's line after
+        its answer is sent, so a client can read the answer before the line is there."""
+        count = -1
+        while True:
+            entries = self.routed()
+            if len(entries) == count:
+                return entries
+            count = len(entries)
+            await asyncio.sleep(LOG_SETTLE_SECONDS)
+
     def routed(self) -> list[Routed]:
-        """Every request nginx has finished, oldest first."""
+        """Every request nginx has finished, oldest first (see `settled`)."""
         lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
         entries = []
         for line in lines:

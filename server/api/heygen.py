@@ -117,7 +117,8 @@ router = APIRouter(
         400: _error("`version` other than v1 (code 400175)."),
         404: _error("An avatar this server does not have, with no HEYGEN_AVATAR_FALLBACK (code 10012)."),
         422: COMMON[422],
-        429: _error("At the session limit (code 10007) or the rate limit (code 400123)."),
+        429: _error("The rate limit (code 400123)."),
+        503: _error("At the session limit or the server's capacity (code 10007, with Retry-After)."),
     },
 )
 async def new(

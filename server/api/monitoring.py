@@ -35,7 +35,7 @@ async def ready(server: ServerDep) -> Ready:
     return Ready(
         engine=server.engine.name,
         sessions=len(server.sessions),
-        max_sessions=server.settings.max_sessions,
+        max_sessions=server.sessions.max_sessions,
     )
 
 

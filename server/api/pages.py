@@ -47,9 +47,10 @@ async def health(request: Request) -> Health | Alive:
         engine_reason=server.choice.reason,
         engine_details=server.engine.describe(),
         sessions=len(server.sessions),
-        max_sessions=server.settings.max_sessions,
+        max_sessions=server.sessions.max_sessions,
         avatars=server.avatars.available(),
         worker=server.worker.stats.as_dict(),
+        capacity=server.admission.describe(),
         tts_unavailable_reason=server.tts.unavailable_reason(),
         llm_unavailable_reason=server.llm.unavailable_reason(),
     )

@@ -111,8 +111,8 @@ def _info(job: RenderJob) -> RenderInfo:
         },
         503: {
             "model": BusyResponse,
-            "description": "Every decode slot is taken, the TTS backend is unavailable, or the "
-            "server is shutting down.",
+            "description": "Every decode slot is taken, the TTS backend is unavailable, the "
+            "render does not fit the server's capacity now, or the server is shutting down.",
             "headers": RETRY_AFTER_HEADER,
         },
     },

@@ -57,6 +57,17 @@ class BusyResponse(ErrorResponse):
     )
 
 
+class CapacityRefusalResponse(BusyResponse):
+    """503 of a server at its capacity or session limit (README, "Capacity")."""
+
+    reason: str | None = Field(
+        default=None,
+        description="session_limit, session_capacity, speech_capacity, wait_timeout or "
+        "render_capacity; left out for other 503s (shutting down, decode slots).",
+        json_schema_extra=_left_out_when_none,
+    )
+
+
 class RateLimitedResponse(ErrorResponse):
     retry_after_seconds: float = Field(description="When this client may call again.")
 
@@ -234,6 +245,32 @@ class Alive(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class CapacityInfo(BaseModel):
+    """The capacity budget and the load on it (README, "Capacity")."""
+
+    source: Literal["calibrated", "configured"] = Field(
+        description="Costs measured at start-up, or taken from the CAPACITY_* settings."
+    )
+    cores: float
+    headroom: float
+    render_ms_per_frame: float
+    encode_ms_per_frame: float = Field(description="Convert + VP8-encode one frame of `reference_size`.")
+    reference_size: list[int] = Field(description="[width, height] the encode cost is for.")
+    audio_core_share: float = Field(description="Share of a core one session's Opus stream takes.")
+    idle_encode_share: float
+    render_uses_cpu: bool
+    render_budget_fps: float
+    encode_budget_fps: float
+    render_load_fps: float
+    encode_load_fps: float
+    sessions_admitted: int
+    sessions_idle: int
+    sessions_speaking: int
+    speech_waiting: int = Field(description="Speech requests waiting in line (wait=true).")
+    renders_running: int
+    refusals: dict[str, int] = Field(description="503 refusals so far, by reason.")
+
+
 class Health(Alive):
     engine: str
     engine_reason: str
@@ -243,6 +280,7 @@ class Health(Alive):
     max_sessions: int
     avatars: list[str]
     worker: dict[str, float | int]
+    capacity: CapacityInfo
     tts_unavailable_reason: str | None = Field(
         default=None, description="Why text cannot be spoken (`/say`); null when it can."
     )
@@ -320,6 +358,11 @@ class SayRequest(BaseModel):
     )
     mode: Literal["reject", "queue", "interrupt"] = "reject"
     keep_queue: bool = Field(default=False, description="With mode=interrupt: keep the queue.")
+    wait: bool = Field(
+        default=False,
+        description="When the server has not the capacity for the speech now: wait in line "
+        "(up to CAPACITY_MAX_WAIT_SECONDS, `capacity_wait` events) instead of a 503.",
+    )
 
 
 class SayAccepted(BaseModel):

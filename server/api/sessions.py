@@ -26,6 +26,7 @@ from server.api.schemas import (
     ID_PATTERN,
     AvatarNotFoundResponse,
     BusyResponse,
+    CapacityRefusalResponse,
     CutUtterance,
     ErrorResponse,
     IceCandidate,
@@ -100,8 +101,10 @@ def player_url(request: Request, server: AvatarServer, session: Session) -> str:
         **invalid_request("A parameter out of range (the message names it)."),
         **RATE_LIMITED,
         503: {
-            "model": ErrorResponse,
-            "description": "The server is at its session limit, or shutting down.",
+            "model": CapacityRefusalResponse,
+            "description": "The server is at its session limit or its capacity (both with "
+            "`retry_after_seconds` and `reason`), or shutting down.",
+            "headers": RETRY_AFTER_HEADER,
         },
     },
 )
@@ -237,9 +240,10 @@ def _form_flag(fields: dict[str, str], name: str, query: bool | None) -> bool:
             "No `audio_file` field or it is not a file, an unknown mode, or unusable audio."
         ),
         503: {
-            "model": BusyResponse,
-            "description": "Every decode slot is taken (with `retry_after_seconds`), or the "
-            "server is shutting down.",
+            "model": CapacityRefusalResponse,
+            "description": "Every decode slot is taken, the server has not the capacity for "
+            "this session's speech now (without `wait`), or a `wait` ran out (all with "
+            "`retry_after_seconds`); or the server is shutting down.",
             "headers": RETRY_AFTER_HEADER,
         },
     },
@@ -250,16 +254,22 @@ async def stream(
     server: ServerDep,
     mode: Annotated[SpeechMode | None, Query(description="reject (default), queue or interrupt")] = None,
     keep_queue: Annotated[bool | None, Query(description="with mode=interrupt: keep the queue")] = None,
+    wait: Annotated[
+        bool,
+        Query(description="when the server has not the capacity for the speech now: wait "
+              "in line (up to CAPACITY_MAX_WAIT_SECONDS) instead of a 503"),
+    ] = False,
 ) -> StreamAccepted:
     """Make the avatar speak the uploaded audio (multipart field `audio_file`).
 
     `mode` (query or form field) says what happens while it speaks: `reject` (409),
     `queue` (after what is queued) or `interrupt` (cut it and speak now). In the query,
-    a refusal comes before the upload is read.
+    a refusal comes before the upload is read. `wait` holds speech the server has not the
+    capacity for until it has (the session's events say its place: `capacity_wait`).
     """
     session = _session(server, session_id)
     # Refused before a body that cannot be used is read; one upload at a time per session.
-    with session.receiving_speech(mode):
+    with session.receiving_speech(mode, wait_for_capacity=wait):
         try:
             upload = await read_upload_form(request, AUDIO_FIELD, server.settings.max_upload_bytes)
         except Refusal as error:
@@ -268,14 +278,18 @@ async def stream(
         checked = mode is not None
         mode = _form_mode(upload.fields, mode)
         if not checked:  # the mode came with the form: refuse before decoding
-            session.check_can_speak(mode)
+            session.check_can_speak(mode, wait_for_capacity=wait)
         keep = _form_flag(upload.fields, KEEP_QUEUE_FIELD, keep_queue)
         try:
             decoded = await server.decode_audio(upload.data)
         except Refusal as error:
             server.metrics.upload_refused(error)
             raise
-        admission = session.speak(decoded.samples, mode, keep)
+        if wait:
+            async with server.admission.speech_turn(session, session.capacity_wait_event):
+                admission = session.speak(decoded.samples, mode, keep)
+        else:
+            admission = session.speak(decoded.samples, mode, keep)
     utterance = admission.utterance
     return StreamAccepted(
         session_id=session.id,

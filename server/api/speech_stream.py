@@ -236,7 +236,8 @@ async def speech_socket(websocket: WebSocket, session_id: str) -> None:
         429: {"model": RateLimitedResponse, "description": "Too many uploads from this client."},
         503: {
             "model": BusyResponse,
-            "description": "Every decode slot is taken (MP3, Ogg/Opus; with `retry_after_seconds`), "
+            "description": "The server has not the capacity for this session's speech now, "
+            "every decode slot is taken (MP3, Ogg/Opus; with `retry_after_seconds`), "
             "or the server is shutting down.",
             "headers": RETRY_AFTER_HEADER,
         },

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 from fastapi import APIRouter, Depends
 
 from server.api.access import ACCESS_RESPONSES, CONTROL
@@ -43,7 +45,12 @@ COMMON = {
     },
     **invalid_request("Empty or too long text, an unknown voice or mode, a malformed body."),
     413: {"model": ErrorResponse, "description": "The text's speech is longer than MAX_AUDIO_SECONDS."},
-    503: {"model": ErrorResponse, "description": "The TTS backend is unavailable or failed."},
+    503: {
+        "model": BusyResponse,
+        "description": "The TTS backend is unavailable or failed, or the server has not the "
+        "capacity for this session's speech now (with `retry_after_seconds`).",
+        "headers": RETRY_AFTER_HEADER,
+    },
 }
 
 
@@ -59,15 +66,20 @@ async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccept
     speaking before synthesis ends; the answer comes when it has ended."""
     session = server.sessions.get(session_id)
     mode = SpeechMode(body.mode)
+
+    def capacity_turn() -> AbstractAsyncContextManager[None]:
+        return server.admission.speech_turn(session, session.capacity_wait_event)
+
+    turn = capacity_turn if body.wait else None
     if server.tts.stream_format is not None:  # spoken while it is synthesised
         spoken = await speak_text_streamed(
             session, server.tts, body.text, body.voice, mode, body.keep_queue,
-            server.settings, server.audio_decoders,
+            server.settings, server.audio_decoders, turn,
         )
     else:
         spoken = await speak_text(
             session, server.tts, body.text, body.voice, mode, body.keep_queue,
-            server.settings.tts_max_chars, server.settings.max_audio_seconds,
+            server.settings.tts_max_chars, server.settings.max_audio_seconds, turn,
         )
     admission = spoken.admission
     utterance = admission.utterance
@@ -99,7 +111,12 @@ async def say(session_id: str, body: SayRequest, server: ServerDep) -> SayAccept
             "headers": RETRY_AFTER_HEADER,
         },
         502: {"model": ErrorResponse, "description": "The LLM failed or answered nonsense."},
-        503: {"model": ErrorResponse, "description": "No LLM configured; the TTS backend unavailable or failed."},
+        503: {
+            "model": BusyResponse,
+            "description": "No LLM configured; the TTS backend unavailable or failed; no "
+            "capacity for this session's speech now (with `retry_after_seconds`).",
+            "headers": RETRY_AFTER_HEADER,
+        },
     },
 )
 async def chat(session_id: str, body: ChatRequest, server: ServerDep) -> ChatReply:

@@ -22,6 +22,7 @@ from server.media.audio_input import SAMPLE_RATE
 from server.node_ids import NODE_ID_PATTERN, node_scoped
 from server.refusal import Refusal
 from server.renders.clip import frame_count, render_clip
+from server.sessions.admission import AdmissionControl
 from server.settings import SettingsError
 
 logger = logging.getLogger(__name__)
@@ -98,8 +99,10 @@ class RenderJobs:
         ttl_seconds: float,
         max_audio_seconds: float,
         node_id: str = "",
+        admission: AdmissionControl | None = None,
     ) -> None:
         self.directory = directory
+        self._admission = admission
         self._worker = worker
         self._avatars = avatars
         self._max_jobs = max_jobs
@@ -132,8 +135,11 @@ class RenderJobs:
 
     def submit(self, avatar_id: str, fps: int, source: str, speech: SpeechSource) -> RenderJob:
         """Queue a render of `speech` by `avatar_id`; 404 for an unknown avatar, 429 when
-        `max_jobs` are kept and none of them is finished."""
+        `max_jobs` are kept and none of them is finished, 503 when its frames do not fit
+        the server's capacity now."""
         self.check_avatar(avatar_id)
+        if self._admission is not None:
+            self._admission.check_render(fps)
         self._make_room()
         render_id = node_scoped(self._node_id, "r" + secrets.token_hex(ID_BYTES))
         job = RenderJob(render_id, avatar_id, fps, source, self.directory / f"{render_id}.mp4")
@@ -197,6 +203,8 @@ class RenderJobs:
         try:
             async with self._running:
                 job.state = RenderState.RUNNING
+                if self._admission is not None:
+                    self._admission.render_started(job.id, job.fps)
                 samples = await speech()
                 job.duration_seconds = round(len(samples) / SAMPLE_RATE, 3)
                 if job.duration_seconds > self._max_audio_seconds:
@@ -230,6 +238,8 @@ class RenderJobs:
             if not isinstance(error, Refusal):
                 logger.exception("render %s failed", job.id)
         finally:
+            if self._admission is not None:
+                self._admission.release_render(job.id)
             if job.finished:
                 job.finished_at = time.monotonic()
 

@@ -7,9 +7,11 @@ import logging
 from contextlib import suppress
 
 from server.avatars.store import AvatarStore
+from server.capacity import DEFAULT_SHAPE, StreamShape
 from server.lipsync.worker import LipSyncWorker
 from server.metrics import ServerMetrics
 from server.memory import FreedMemory
+from server.sessions.admission import REASON_SESSION_LIMIT, AdmissionControl
 from server.sessions.session import Session, SessionError, SessionParams
 from server.settings import Settings
 
@@ -33,9 +35,11 @@ class SessionRegistry:
         settings: Settings,
         worker: LipSyncWorker,
         avatars: AvatarStore,
+        admission: AdmissionControl,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self.admission = admission
         self._metrics = metrics or ServerMetrics()
         self._worker = worker
         self._avatars = avatars
@@ -53,28 +57,42 @@ class SessionRegistry:
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
+    @property
+    def max_sessions(self) -> int:
+        """MAX_SESSIONS, or without it as many sessions as can all speak at once at the
+        default parameters within the capacity budget."""
+        return self._settings.max_sessions or self.admission.model.speaking_sessions(DEFAULT_SHAPE)
+
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_idle())
 
     async def create(self, params: SessionParams) -> Session:
         if self._closing:
             raise TooManySessionsError("The server is shutting down; try another one or later.")
-        if len(self._sessions) + self._reserved >= self._settings.max_sessions:
+        limit = self.max_sessions
+        if len(self._sessions) + self._reserved >= limit:
+            self.admission.refused(REASON_SESSION_LIMIT)
             raise TooManySessionsError(
-                f"The server is at its limit of {self._settings.max_sessions} sessions; "
+                f"The server is at its limit of {limit} sessions; "
                 "end one (DELETE) or try again later.",
+                retry_after_seconds=self._settings.capacity_retry_after_seconds,
+                reason=REASON_SESSION_LIMIT,
             )
+        # Its load is held from here (before any await) until it is counted as a session;
+        # the avatar's size is not known yet, so it is reserved at the reference size.
+        reservation = self.admission.reserve_session(StreamShape(params.fps, params.playback_fps))
         self._reserved += 1
         try:
             avatar = await self._avatars.acquire(params.avatar_id)  # AvatarNotFoundError: 404
         finally:
             self._reserved -= 1
+            self.admission.release_session(reservation)  # no await until it is a session
         try:
             if self._closing:
                 raise TooManySessionsError("The server is shutting down; try another one or later.")
             session = Session(
                 params, avatar, self._worker, self._settings, on_lost=self._lost,
-                metrics=self._metrics,
+                metrics=self._metrics, admission=self.admission,
             )
         except BaseException:
             self._avatars.release(params.avatar_id)
@@ -111,6 +129,7 @@ class SessionRegistry:
         finally:
             self._avatars.release(session.params.avatar_id)
             self._metrics.session_closed(session)
+            self.admission.changed()
             self._freed.release_soon()
 
     async def close_all(self) -> None:

@@ -28,6 +28,7 @@ from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
 from server.media.utterance import Utterance
 from server.metrics import ServerMetrics
 from server.node_ids import node_scoped
+from server.sessions.admission import AdmissionControl
 from server.sessions.channels import NATIVE, ChannelDialect
 from server.sessions.events import EventFanout, SessionEvent
 from server.sessions.queue import (
@@ -97,6 +98,7 @@ class Session:
         settings: Settings,
         on_lost: Callable[[Session, str], Awaitable[None]],
         metrics: ServerMetrics | None = None,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self.id = node_scoped(settings.node_id, secrets.token_urlsafe(12))
         # Lines about this session carry its id as a field (LOG_FORMAT=json).
@@ -112,6 +114,8 @@ class Session:
         self._worker = worker
         self._settings = settings
         self._on_lost = on_lost
+        self._admission = admission
+        """Whether the server has the capacity for this session's speech (503 if not)."""
         self.events = EventFanout(settings.events_listener_backlog, {"session_id": self.id})
         self.events.add_sink(self._send_to_channels)
         self._published_state = "waiting"
@@ -428,8 +432,12 @@ class Session:
 
     # --- speech --------------------------------------------------------------------------
 
-    def check_can_speak(self, mode: SpeechMode | None = SpeechMode.REJECT) -> None:
-        """Raise the 409 an upload in `mode` would get now, before it is even decoded.
+    def check_can_speak(
+        self, mode: SpeechMode | None = SpeechMode.REJECT, wait_for_capacity: bool = False
+    ) -> None:
+        """Raise the 409 an upload in `mode` would get now, before it is even decoded, or
+        the 503 of a server without the capacity for it (unless `wait_for_capacity`: the
+        caller waits for its turn, `AdmissionControl.speech_turn`).
 
         `mode` None: not known yet (it may come with the form), so only the connection
         is checked; `speak` checks the rest.
@@ -442,15 +450,19 @@ class Session:
             )
         if mode is not None:
             self._speech.check(mode)  # BusyError, QueueFullError: 409
+        if self._admission is not None and not wait_for_capacity:
+            self._admission.check_speech(self)  # CapacityError: 503
 
     @contextlib.contextmanager
-    def receiving_speech(self, mode: SpeechMode | None = SpeechMode.REJECT) -> Iterator[None]:
+    def receiving_speech(
+        self, mode: SpeechMode | None = SpeechMode.REJECT, wait_for_capacity: bool = False
+    ) -> Iterator[None]:
         """Hold the session for one upload while it is received and decoded.
 
         Raises the 409 of `check_can_speak(mode)`, or a 409 while another upload holds it; so an
         upload is refused before its body is read, and no two are decoded for one session.
         """
-        self.check_can_speak(mode)
+        self.check_can_speak(mode, wait_for_capacity)
         if self._receiving:
             raise BusyError(
                 "Another upload to this session is still being received or decoded; "
@@ -521,6 +533,10 @@ class Session:
         if utterance.active:
             self._speech.discard(utterance, reason)
             self._update_state()
+
+    def capacity_wait_event(self, position: int) -> None:
+        """Tell the client its speech waits for the server's capacity, at `position` (1: next)."""
+        self.events.publish("capacity_wait", position=position)
 
     def _wake(self, utterance: Utterance) -> None:
         arrival = self._arrivals.get(utterance)
@@ -692,6 +708,8 @@ class Session:
         if state != self._published_state:
             self._published_state = state
             self.events.publish("state", state=state)
+            if self._admission is not None:
+                self._admission.changed()
 
     def accept_channel(self, label: str, dialect: ChannelDialect) -> None:
         """Talk `dialect` on the data channels the client creates under `label` (the

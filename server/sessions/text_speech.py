@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from server.isolation.pool import DecodePool
@@ -46,17 +48,19 @@ async def speak_text(
     keep_queue: bool,
     max_chars: int,
     max_seconds: float,
+    capacity_turn: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> SpokenText:
     """Synthesise `text` (off the event loop) and let `session` speak it under `mode`.
 
     Refuses with 422 (text, voice), 409 (busy, not connected) before synthesising, 413
     when its speech is longer than `max_seconds`, and 503 when the backend cannot speak
-    or fails.
+    or fails, or the server has not the capacity for it; with `capacity_turn`
+    (`AdmissionControl.speech_turn`) it waits in line for the capacity instead.
     """
     spoken = checked_text(text, max_chars)
     chosen = tts.check_voice(voice)
     tts.check_available()
-    session.check_can_speak(mode)
+    session.check_can_speak(mode, wait_for_capacity=capacity_turn is not None)
     speech = await tts.synthesize(spoken, chosen)
     if speech.duration > max_seconds:
         raise TextError(
@@ -64,7 +68,10 @@ async def speak_text(
             "(MAX_AUDIO_SECONDS): send it in several requests.",
             413,
         )
-    return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))
+    if capacity_turn is None:
+        return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))
+    async with capacity_turn():
+        return SpokenText(speech, session.speak(speech.samples, mode, keep_queue))
 
 
 async def speak_text_streamed(
@@ -76,24 +83,33 @@ async def speak_text_streamed(
     keep_queue: bool,
     settings: Settings,
     decoders: DecodePool,
+    capacity_turn: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> SpokenText:
     """As `speak_text`, for a backend with a `stream_format`: its audio is streamed
     speech, spoken while it is synthesised; this returns once synthesis has ended.
 
     The utterance is admitted once the backend has answered (a failure before that
     leaves the session as it was); one that fails or runs past MAX_AUDIO_SECONDS later
-    is dropped where it is (503, 413).
+    is dropped where it is (503, 413). With `capacity_turn`, it waits for the server's
+    capacity (as `speak_text`) once the backend has answered.
     """
     assert tts.stream_format is not None
     spoken = checked_text(text, settings.tts_max_chars)
     chosen = tts.check_voice(voice)
     tts.check_available()
-    session.check_can_speak(mode)
+    session.check_can_speak(mode, wait_for_capacity=capacity_turn is not None)
     async with tts.open_stream(spoken, chosen) as pieces:
-        incoming = IncomingSpeech(
-            session, tts.stream_format, mode, keep_queue, settings, whole_messages=False,
-            decoders=decoders,
-        )
+        def admitted() -> IncomingSpeech:
+            return IncomingSpeech(
+                session, tts.stream_format, mode, keep_queue, settings, whole_messages=False,
+                decoders=decoders,
+            )
+
+        if capacity_turn is None:
+            incoming = admitted()
+        else:
+            async with capacity_turn():
+                incoming = admitted()
         try:
             async for piece in pieces:
                 if not incoming.active:

@@ -33,6 +33,7 @@ from server.core import AvatarServer
 from server.media.candidates import CandidateError
 from server.refusal import Refusal
 from server.sessions.queue import BusyError, SpeechMode
+from server.sessions.admission import CapacityError
 from server.sessions.registry import SessionNotFoundError, TooManySessionsError
 from server.sessions.session import (
     NegotiationError,
@@ -116,8 +117,11 @@ def as_heygen(error: Refusal) -> HeygenRefusal:
         return state_refusal("closed", sentence)
     if isinstance(error, AvatarNotFoundError):
         return _refusal(AVATAR_NOT_FOUND, 404, sentence)
-    if isinstance(error, TooManySessionsError):
-        return _refusal(CONCURRENT_LIMIT, 429, sentence)
+    if isinstance(error, (TooManySessionsError, CapacityError)):
+        # 503 as the native API, so that a proxy retries a create on another node.
+        refusal = _refusal(CONCURRENT_LIMIT, error.status, sentence, error)
+        _retry_after(refusal, error)
+        return refusal
     if isinstance(error, RateLimitedError):
         refusal = _refusal(RATE_LIMITED, 429, sentence, error)
         _retry_after(refusal, error)

@@ -72,10 +72,13 @@ HYPOTHESIS_SETTINGS = {
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
 }
 
-# Sessions are never connected here, so they are cheap: the limit is set beyond what the
-# run creates, so that every 5xx is a defect (the 503 at the limit has tests of its own).
+# Sessions are never connected here, so they are cheap: the limit (and the capacity
+# budget) is set beyond what the run creates, so that every 5xx is a defect (the 503 at the
+# limit and at capacity have tests of their own).
 SERVER_ENVIRONMENT = {
     "MAX_SESSIONS": "10000",
+    "CAPACITY_ENCODE_FRAMES_PER_SECOND": "10000000",
+    "CAPACITY_RENDER_FRAMES_PER_SECOND": "10000000",
     "MAX_UPLOAD_BYTES": "1000000",
     "MAX_AUDIO_SECONDS": "3",
     "AVATAR_MAX_UPLOAD_BYTES": "1000000",

@@ -179,10 +179,12 @@ async def test_a_wrong_key_is_401_400112_and_the_key_as_x_api_key_works() -> Non
         assert (await heygen_new(http)).json()["code"] == 100
 
 
-async def test_the_session_limit_is_429_10007() -> None:
+async def test_the_session_limit_is_503_10007_with_retry_after() -> None:
     async with running_app(make_settings(max_sessions=1)) as http:
         await created(http)
-        refused(await heygen_new(http), 429, 10007)
+        full = await heygen_new(http)
+        refused(full, 503, 10007)
+        assert int(full.headers["Retry-After"]) >= 1
 
 
 async def test_a_created_token_stands_in_for_the_key_but_cannot_mint_more() -> None:

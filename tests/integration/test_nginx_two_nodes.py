@@ -104,8 +104,8 @@ async def delete(http: httpx.AsyncClient, session_id: str) -> None:
     http.created.remove(session_id)  # type: ignore[attr-defined]
 
 
-def log_of(cluster: Cluster, method: str, uri: str) -> list:
-    return [r for r in cluster.proxy.routed() if r.method == method and r.uri == uri]
+async def log_of(cluster: Cluster, method: str, uri: str) -> list:
+    return [r for r in await cluster.proxy.settled() if r.method == method and r.uri == uri]
 
 
 async def test_creates_fill_both_nodes_then_get_the_nodes_own_503(
@@ -116,7 +116,7 @@ async def test_creates_fill_both_nodes_then_get_the_nodes_own_503(
     owners = {node_of(first.json()["session_id"]), node_of(second.json()["session_id"])}
     assert owners == set(NODE_IDS)
 
-    before = len(log_of(cluster, "POST", "/webrtc/sessions/create"))
+    before = len(await log_of(cluster, "POST", "/webrtc/sessions/create"))
     refused = await create(http)
     assert refused.status_code == 503
     direct = httpx.post(f"{cluster.nodes['a'].url}/webrtc/sessions/create", headers=AUTH)
@@ -124,7 +124,7 @@ async def test_creates_fill_both_nodes_then_get_the_nodes_own_503(
     # What the last node said, passed on: its sentence and its Retry-After, if it sent one.
     assert refused.json()["detail"] == direct.json()["detail"]
     assert refused.headers.get("retry-after") == direct.headers.get("retry-after")
-    [routed] = log_of(cluster, "POST", "/webrtc/sessions/create")[before:]
+    [routed] = (await log_of(cluster, "POST", "/webrtc/sessions/create"))[before:]
     assert sorted(routed.upstreams) == sorted(cluster.address(n) for n in NODE_IDS)
     assert routed.upstream_statuses == ("503", "503")
 
@@ -135,14 +135,14 @@ async def test_a_create_is_retried_past_a_full_node_onto_the_one_with_room(
     full = httpx.post(f"{cluster.nodes['b'].url}/webrtc/sessions/create", headers=AUTH)
     assert full.status_code == 200, full.text
     try:
-        before = len(log_of(cluster, "POST", "/webrtc/sessions/create"))
+        before = len(await log_of(cluster, "POST", "/webrtc/sessions/create"))
         # Round robin starts each create at the next node: of two creates, one starts at b.
         for _ in range(2):
             created = await create(http)
             assert created.status_code == 200, created.text
             assert node_of(created.json()["session_id"]) == "a"
             await delete(http, created.json()["session_id"])
-        routed = log_of(cluster, "POST", "/webrtc/sessions/create")[before:]
+        routed = (await log_of(cluster, "POST", "/webrtc/sessions/create"))[before:]
         assert sorted(r.upstream_statuses for r in routed) == [("200",), ("503", "200")]
         retried = next(r for r in routed if len(r.upstreams) == 2)
         assert retried.upstreams == (cluster.address("b"), cluster.address("a"))
@@ -219,7 +219,7 @@ async def test_every_later_call_of_a_session_reaches_the_node_that_owns_it(
 
     for session in sessions:
         sid = session["session_id"]
-        calls = [r for r in cluster.proxy.routed() if sid in r.uri]
+        calls = [r for r in await cluster.proxy.settled() if sid in r.uri]
         kinds = {(r.method, r.uri.split("?")[0].removeprefix(f"/webrtc/sessions/{sid}")) for r in calls}
         assert {("GET", ""), ("GET", f"/player/{sid}"), ("GET", "/events"), ("POST", "/offer"),
                 ("POST", "/ice"), ("POST", "/stream"), ("GET", "/speech"), ("DELETE", "")} <= kinds
@@ -246,7 +246,7 @@ async def test_a_vendor_call_naming_its_session_in_the_body_reaches_its_node(
 ) -> None:
     for node_id in NODE_IDS:
         await http.post(path, json=body(f"{node_id}.someSessionId123"))
-        routed = [r for r in cluster.proxy.routed() if r.uri == path][-1]
+        routed = [r for r in await cluster.proxy.settled() if r.uri == path][-1]
         assert routed.upstreams == (cluster.address(node_id),)
 
 
@@ -255,7 +255,7 @@ async def test_a_path_addressed_vendor_call_reaches_the_node_named_by_its_id(
 ) -> None:
     for path in ("/talks/streams/b.x1/sdp", "/clips/streams/b.x2", "/agents/agt_1/streams/b.x3/ice"):
         await http.post(path, json={"session_id": "b.x"})
-        [routed] = log_of(cluster, "POST", path)
+        [routed] = await log_of(cluster, "POST", path)
         assert routed.upstreams == (cluster.address("b"),)
 
 
@@ -265,7 +265,7 @@ async def test_a_session_id_naming_an_unknown_node_is_refused_by_the_proxy(
     response = await http.get("/webrtc/sessions/zz.someSessionId123")
     assert response.status_code == 404
     assert "node" in response.json()["detail"]
-    [routed] = log_of(cluster, "GET", "/webrtc/sessions/zz.someSessionId123")
+    [routed] = await log_of(cluster, "GET", "/webrtc/sessions/zz.someSessionId123")
     assert routed.upstreams == ("-",)
 
 
@@ -274,7 +274,7 @@ async def test_avatar_calls_go_to_the_node_that_prepares_avatars(
 ) -> None:
     for _ in range(2):
         assert (await http.get("/avatars")).status_code == 200
-    assert {r.upstreams for r in log_of(cluster, "GET", "/avatars")} == {(cluster.address("a"),)}
+    assert {r.upstreams for r in await log_of(cluster, "GET", "/avatars")} == {(cluster.address("a"),)}
 
 
 async def test_a_render_is_fetched_from_the_node_that_made_it(cluster: Cluster, http: httpx.AsyncClient) -> None:
@@ -287,7 +287,7 @@ async def test_a_render_is_fetched_from_the_node_that_made_it(cluster: Cluster, 
         owners.add(node_of(render_id))
         assert (await http.get(f"/renders/{render_id}")).status_code == 200
         assert (await http.delete(f"/renders/{render_id}")).status_code in (200, 204)
-        calls = [r for r in cluster.proxy.routed() if render_id in r.uri]
+        calls = [r for r in await cluster.proxy.settled() if render_id in r.uri]
         assert len(calls) == 2
         assert {r.upstreams for r in calls} == {(cluster.owner_address(render_id),)}
     assert owners == set(NODE_IDS)
@@ -309,6 +309,6 @@ async def test_a_whep_player_watches_a_session_through_the_proxy(
             assert (await http.delete(peer.resource)).status_code == 200
         finally:
             await peer.close()
-        calls = [r for r in cluster.proxy.routed() if r.uri.startswith(f"/whep/{sid}")]
+        calls = [r for r in await cluster.proxy.settled() if r.uri.startswith(f"/whep/{sid}")]
         assert sorted(r.method for r in calls) == ["DELETE", "PATCH", "POST"]
         assert {r.upstreams for r in calls} == {(cluster.owner_address(sid),)}

@@ -56,7 +56,7 @@ def test_numbers_and_lists_are_parsed() -> None:
     ("name", "value", "message"),
     [
         ("MAX_SESSIONS", "many", "MAX_SESSIONS='many' is not a valid int"),
-        ("MAX_SESSIONS", "0", "MAX_SESSIONS must be at least 1"),
+        ("MAX_SESSIONS", "-1", "MAX_SESSIONS must not be negative"),
         ("WEBRTC_AUDIO_MAX_LEAD_SECONDS", "-1", "WEBRTC_AUDIO_MAX_LEAD_SECONDS must be between"),
         ("LIPSYNC_ENGINE", "wav2lip", "LIPSYNC_ENGINE must be one of"),
     ],
