@@ -1,14 +1,24 @@
-"""The session's aiortc tracks: audio and video paced by the one session clock."""
+"""The session's aiortc tracks: audio and video paced by the one session clock.
+
+Both hand aiortc encoded `av.Packet`s, which it only splits into RTP packets: Opus is
+encoded in the audio pool, VP8 in the video pool or taken from the avatar's shared idle
+loop (server/media/encoding.py, server/media/idle_share.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
 
+import av
 import numpy as np
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame, VideoFrame
+from av import AudioFrame
 
 from server.media.clock import (
     AUDIO_SAMPLE_RATE,
@@ -21,11 +31,14 @@ from server.media.clock import (
     audio_frame_at_or_after,
     audio_frame_time,
 )
-from server.media.playout import Playout
+from server.media.idle_share import AvatarPictures, SharedIdleLoop
+from server.media.playout import Playout, VideoPick
+from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
 
-# aiortc encodes and sends a frame after recv() returns and before it calls recv() again;
-# releasing frames that much early makes them leave at their media time, which is what
-# the receiver's RTCP-based sync sees. Smoothed, and capped so a stall cannot push it far.
+# aiortc sends a packet after recv() returns and before it calls recv() again, and the
+# tracks encode between waking and returning; releasing frames that much early makes them
+# leave at their media time, which is what the receiver's RTCP-based sync sees. Smoothed,
+# and capped so a stall cannot push it far.
 SEND_LATENCY_SMOOTHING = 0.1
 MAX_SEND_ADVANCE = 0.04
 
@@ -39,7 +52,7 @@ class _PacedTrack(MediaStreamTrack):
         super().__init__()
         self.clock = clock
         self._monotonic = monotonic
-        self._returned_at: float | None = None
+        self._woke_at: float | None = None
         self.send_latency = 0.0
         self.frames_sent = 0
 
@@ -47,52 +60,67 @@ class _PacedTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         now = self._monotonic()
-        if self._returned_at is not None:
-            latency = min(now - self._returned_at, MAX_SEND_ADVANCE)
+        if self._woke_at is not None:
+            latency = min(now - self._woke_at, MAX_SEND_ADVANCE)
             self.send_latency += SEND_LATENCY_SMOOTHING * (latency - self.send_latency)
         await self.clock.sleep_until(media_time - self.send_latency)
         if self.readyState != "live":
             raise MediaStreamError
+        self._woke_at = self._monotonic()
 
     def _returned(self) -> None:
-        self._returned_at = self._monotonic()
         self.frames_sent += 1
 
 
 class AvatarAudioTrack(_PacedTrack):
-    """48 kHz mono, exactly 960 samples per frame, contiguous timestamps.
+    """48 kHz mono, exactly 960 samples per frame, contiguous timestamps, sent as Opus.
 
     Silence while idle, the utterance while speaking; the playout decides which.
     """
 
     kind = "audio"
 
-    def __init__(self, playout: Playout, clock: SessionClock) -> None:
+    def __init__(self, playout: Playout, clock: SessionClock, executor: Executor | None = None) -> None:
         super().__init__(clock)
         self.playout = playout
+        self._executor = executor
+        self._encoder = OpusEncoder()  # aiortc's own: the stream is what it would send
         self._next: int | None = None
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> av.Packet:  # type: ignore[override]
         if self._next is None:
             self._next = audio_frame_at_or_after(self.clock.now())
-        n = self._next
-        self._next += 1
-        await self._release_at(audio_frame_time(n))
-        samples = self.playout.audio_frame(n)
-        if samples is None:
-            pcm = _SILENCE
-        else:
-            pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
-        frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = AUDIO_SAMPLE_RATE
-        frame.pts = n * AUDIO_SAMPLES_PER_FRAME
-        frame.time_base = AUDIO_TIME_BASE
+        while True:
+            n = self._next
+            self._next += 1
+            await self._release_at(audio_frame_time(n))
+            samples = self.playout.audio_frame(n)
+            if samples is None:
+                pcm = _SILENCE
+            else:
+                pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
+            frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame.sample_rate = AUDIO_SAMPLE_RATE
+            frame.pts = n * AUDIO_SAMPLES_PER_FRAME
+            frame.time_base = AUDIO_TIME_BASE
+            payloads, _ = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._encoder.encode, frame
+            )
+            if payloads:  # 960 samples in give one 20 ms Opus packet out
+                break
+        packet = av.Packet(payloads[0])
+        packet.pts = n * AUDIO_SAMPLES_PER_FRAME
+        packet.time_base = AUDIO_TIME_BASE
         self._returned()
-        return frame
+        return packet
 
 
 class AvatarVideoTrack(_PacedTrack):
-    """Video at `playback_fps`: the idle loop, or the rendered frame for the audio's time."""
+    """Video at `playback_fps`: the idle loop, or the rendered frame for the audio's time.
+
+    Sent as VP8 from its own encoder, or, while idle, from the avatar's `idle_loop` once
+    joined at one of its keyframes (server/media/idle_share.py).
+    """
 
     kind = "video"
 
@@ -100,17 +128,42 @@ class AvatarVideoTrack(_PacedTrack):
         self,
         playout: Playout,
         clock: SessionClock,
-        avatar_frames: np.ndarray,
+        pictures: AvatarPictures,
         playback_fps: float,
+        executor: Executor | None = None,
+        idle_loop: SharedIdleLoop | None = None,
     ) -> None:
         super().__init__(clock)
         self.playout = playout
-        self.avatar_frames = avatar_frames
+        self.pictures = pictures
+        self.avatar_frames = pictures.frames
         self.playback_fps = playback_fps
         self.frames_skipped = 0
+        self.frames_shared = 0
+        """Frames sent from the shared idle loop rather than encoded for this viewer."""
+        self.loop_switches = 0
+        """Switches between the shared loop and the track's own encoder, both ways."""
+        self.keyframe_requests = 0
+        self._executor = executor
+        self._idle_loop = idle_loop
+        self._encoder = Vp8FrameEncoder()
+        self._keyframe_wanted = False
+        self._shared_offset: int | None = None  # loop position - frame number, while joined
+        self._last_frame = -1
+        self._plan: tuple[int | None, int] | None = None  # (offset or None: none found, frame)
+        self._last_image: tuple[Any, np.ndarray] | None = None  # a rendered frame, converted
         self._next: int | None = None
 
-    async def recv(self) -> VideoFrame:
+    @property
+    def keyframes_encoded(self) -> int:
+        return self._encoder.keyframes
+
+    def request_keyframe(self) -> None:
+        """The receiver lost the picture (PLI/FIR): the next frame is a keyframe."""
+        self.keyframe_requests += 1
+        self._keyframe_wanted = True
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
         now_index = math.floor(self.clock.now() * self.playback_fps + TIME_EPSILON)
         if self._next is None:
             self._next = now_index + 1
@@ -125,9 +178,78 @@ class AvatarVideoTrack(_PacedTrack):
         # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
         # that time, so the picture is never more than half a frame early or late.
         pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
-        image = pick.image if pick.image is not None else self.avatar_frames[pick.avatar_index]
-        frame = VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = round(t * VIDEO_CLOCK_RATE)
-        frame.time_base = VIDEO_TIME_BASE
+        data = self._from_shared_loop(k, pick)
+        if data is None:
+            keyframe, self._keyframe_wanted = self._keyframe_wanted, False
+            data = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._encode, pick, keyframe
+            )
+        else:
+            self.frames_shared += 1
+        self._last_frame = k
+        packet = av.Packet(data)
+        packet.pts = round(t * VIDEO_CLOCK_RATE)
+        packet.time_base = VIDEO_TIME_BASE
         self._returned()
-        return frame
+        return packet
+
+    def _encode(self, pick: VideoPick, keyframe: bool) -> bytes:
+        """Encode `pick` with the track's own encoder (in the video pool)."""
+        if pick.image is None:
+            yuv = self.pictures.yuv(pick.avatar_index)
+        elif self._last_image is not None and self._last_image[0] is pick.image:
+            yuv = self._last_image[1]  # repeated at playback_fps > fps: converted once
+        else:
+            yuv = to_yuv420p(pick.image)
+            self._last_image = (pick.image, yuv)
+        data, _ = self._encoder.encode(yuv, keyframe)
+        return data
+
+    def _from_shared_loop(self, k: int, pick: VideoPick) -> bytes | None:
+        """The shared loop's packet for frame `k`, if this frame may come from it."""
+        loop = self._idle_loop
+        if loop is None or not loop.ready or pick.image is not None or pick.speaking:
+            self._leave_shared_loop()
+            self._plan = None
+            return None
+        if self._shared_offset is not None:
+            q = k + self._shared_offset
+            if k == self._last_frame + 1 and not self._keyframe_wanted and loop.picture(q) == pick.avatar_index:
+                return loop.packet(q)
+            self._leave_shared_loop()
+            return None
+        if self.playout.utterance is not None:  # pending: the idle loop is about to stop
+            self._plan = None
+            return None
+        if self._plan is None or k > self._plan[1]:
+            self._plan = self._plan_join(loop, k)
+        offset, join = self._plan
+        if offset is None or k < join:
+            return None
+        q = k + offset
+        if loop.is_keyframe(q) and loop.picture(q) == pick.avatar_index:
+            self._shared_offset = offset
+            self._keyframe_wanted = False
+            self.loop_switches += 1
+            return loop.packet(q)
+        self._plan = None
+        return None
+
+    def _plan_join(self, loop: SharedIdleLoop, k: int) -> tuple[int | None, int]:
+        frames = range(k, k + loop.rate_period + 1)
+        counters = [self.playout.idle_counter((j + 0.5) / self.playback_fps) for j in frames]
+        plan = loop.plan(counters, k)
+        # No match (cannot happen for a steady idle loop): look again a keyframe later.
+        return plan if plan is not None else (None, k + loop.keyframe_interval)
+
+    def _leave_shared_loop(self) -> None:
+        if self._shared_offset is not None:
+            self._shared_offset = None
+            self._keyframe_wanted = True  # the receiver holds the loop's pictures, not ours
+            self.loop_switches += 1
+
+
+def forward_keyframe_requests(sender: Any, track: AvatarVideoTrack) -> None:
+    """Make the receiver's PLI/FIR reach `track`: aiortc only honours them when it encodes
+    (its `RTCRtpSender._send_keyframe`), and here the track encodes."""
+    sender._send_keyframe = track.request_keyframe

@@ -24,7 +24,8 @@ from server.media.playout import Playout, PlayoutEvent, PlayoutEventKind, SyncSe
 from server.media.candidates import RTP_COMPONENT, parse_candidate
 from server.media.offer import OfferSummary, check_offer
 from server.media.rtc import restrict_host_addresses, rtc_configuration
-from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
+from server.media.encoding import MediaEncoding
+from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack, forward_keyframe_requests
 from server.media.utterance import Utterance
 from server.metrics import ServerMetrics
 from server.sessions.channels import NATIVE, ChannelDialect
@@ -94,6 +95,7 @@ class Session:
         settings: Settings,
         on_lost: Callable[[Session, str], Awaitable[None]],
         metrics: ServerMetrics | None = None,
+        media: MediaEncoding | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         # Lines about this session carry its id as a field (LOG_FORMAT=json).
@@ -104,6 +106,8 @@ class Session:
         self.ice_servers = SessionIceServers(settings, self.id)
         """What its clients are told to use, and what its own peer connections use."""
         self.avatar = avatar
+        self._media = media or MediaEncoding(video_threads=1)
+        self._owns_media = media is None  # made on its own (tests): its pools are its own
         self.created_at = time.time()
         self.last_activity = time.monotonic()
         self._worker = worker
@@ -223,6 +227,8 @@ class Session:
                 "video_send_latency_ms": round(self._video.send_latency * 1000, 2)
                 if self._video
                 else None,
+                "video_frames_shared": self._video.frames_shared if self._video else 0,
+                "video_keyframe_requests": self._video.keyframe_requests if self._video else 0,
             },
         }
 
@@ -282,12 +288,9 @@ class Session:
         pc.on("datachannel", self._on_datachannel)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            audio = AvatarAudioTrack(self.playout, self.clock)
-            video = AvatarVideoTrack(
-                self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
-            )
+            audio, video = self._make_tracks()
             pc.addTrack(audio)
-            pc.addTrack(video)
+            forward_keyframe_requests(pc.addTrack(video), video)
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
             await pc.setLocalDescription(await pc.createAnswer())
             sending = {
@@ -318,7 +321,7 @@ class Session:
             pc = await self._new_connection()
             self._new_tracks()
             pc.addTransceiver(self._audio, direction="sendonly")
-            pc.addTransceiver(self._video, direction="sendonly")
+            forward_keyframe_requests(pc.addTransceiver(self._video, direction="sendonly").sender, self._video)
             self._add_channel(pc.createDataChannel(channel_label), dialect)
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
             try:
@@ -412,10 +415,18 @@ class Session:
         return pc
 
     def _new_tracks(self) -> None:
-        self._audio = AvatarAudioTrack(self.playout, self.clock)
-        self._video = AvatarVideoTrack(
-            self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps
+        self._audio, self._video = self._make_tracks()
+
+    def _make_tracks(self) -> tuple[AvatarAudioTrack, AvatarVideoTrack]:
+        media = self._media
+        avatar = self.avatar.avatar
+        audio = AvatarAudioTrack(self.playout, self.clock, media.audio_executor)
+        video = AvatarVideoTrack(
+            self.playout, self.clock, media.idle_loops.pictures(avatar), self.params.playback_fps,
+            media.video_executor,
+            media.idle_loops.loop(avatar, self.params.fps, self.params.playback_fps),
         )
+        return audio, video
 
     # --- speech --------------------------------------------------------------------------
 
@@ -583,6 +594,8 @@ class Session:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         self.events.close()
+        if self._owns_media:
+            self._media.close()
         self._log.info("session %s closed: %s", self.id, reason)
 
     def _check_open(self) -> None:

@@ -1,0 +1,185 @@
+"""The idle loop encoded once per avatar and sent, packet for packet, to every idle viewer.
+
+While a session listens its video is the avatar's ping-pong cycle, the same pictures for
+every session of that avatar; encoding it per session was most of an idle session's cost.
+A `SharedIdleLoop` encodes one period of the cycle (for one generation `fps` and
+`playback_fps`) once, with a keyframe every `KEYFRAME_INTERVAL_SECONDS`, and keeps the
+packets. A video track switches between its own encoder and these packets:
+
+- it joins the loop only on one of the loop's keyframes, at the loop position whose picture
+  sequence is the one its own idle loop shows from then on (`plan`), so the picture is the
+  same frame for frame as if it had encoded it itself;
+- it leaves the loop for its own encoder, starting with a keyframe, when speech starts (on
+  the idle frame reached, as before), when a frame is skipped, when its picture differs from
+  the loop's, or when its receiver asks for a keyframe (PLI/FIR): the loop's packets cannot
+  be re-encoded for one viewer, so that viewer gets its own keyframe at once and rejoins at
+  the loop's next keyframe.
+
+Each viewer reads the loop at its own position: the loop has no clock of its own, and
+continuity between idle and speech stays what the session's playout decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from fractions import Fraction
+
+import numpy as np
+
+from server.lipsync.engine import Avatar
+from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
+
+KEYFRAME_INTERVAL_SECONDS = 1.0
+"""Distance of the loop's keyframes: the longest a viewer waits on its own encoder to join."""
+MAX_LOOP_FRAMES = 6000
+"""A loop longer than this (an odd ratio of fps to playback_fps) is not shared."""
+ENCODE_PASSES = 2
+"""The period is encoded twice and the second pass kept: the encoder's rate control has
+settled by then, so the loop is not sent with the blurry first frames of a fresh encoder."""
+LOOP_MAX_QUANTIZER = 40
+"""The loop's keyframe every second costs picture quality at the live encoder's limit (56):
+capped lower, the loop looks better than a session's own stream (PSNR 36 dB against 34 on
+the demo avatar), at ~100 kbps there; it is encoded once, so only the network pays."""
+RATE_DENOMINATOR_LIMIT = 1000
+
+
+class AvatarPictures:
+    """An avatar's frames, and each converted once to the encoder's pixel format."""
+
+    def __init__(self, avatar: Avatar) -> None:
+        self.avatar = avatar
+        self.frames = avatar.frames
+        self._yuv: list[np.ndarray | None] = [None] * len(avatar.frames)
+
+    def yuv(self, index: int) -> np.ndarray:
+        """Frame `index` as yuv420p, converted on first use (any thread; a race converts twice)."""
+        cached = self._yuv[index]
+        if cached is None:
+            cached = self._yuv[index] = to_yuv420p(self.frames[index])
+        return cached
+
+
+class SharedIdleLoop:
+    """One period of an avatar's idle loop at (`fps`, `playback_fps`), encoded once.
+
+    Loop position q (a playback frame) shows avatar counter `q * fps / playback_fps`
+    (rounded down) of the cycle, the way a session's playout walks it.
+    """
+
+    def __init__(self, pictures: AvatarPictures, fps: float, playback_fps: float) -> None:
+        self.pictures = pictures
+        self.cycle = pictures.avatar.cycle
+        rate = Fraction(fps).limit_denominator(RATE_DENOMINATOR_LIMIT) / Fraction(
+            playback_fps
+        ).limit_denominator(RATE_DENOMINATOR_LIMIT)
+        self._a, self._b = rate.numerator, rate.denominator  # counters per playback frame
+        length = len(self.cycle)
+        self.period = self._b * length // math.gcd(self._a, length)
+        """Playback frames after which the pictures repeat."""
+        self.shareable = self.period <= MAX_LOOP_FRAMES
+        self.keyframe_interval = max(1, round(KEYFRAME_INTERVAL_SECONDS * playback_fps))
+        self._packets: list[bytes] = []
+        self._to_keyframe: list[int] = []
+        self.ready = False
+        self._task: asyncio.Future[None] | None = None
+
+    def start(self, executor: Executor | None) -> None:
+        """Encode the loop in `executor`, once; `ready` when done."""
+        if self._task is None and self.shareable:
+            self._task = asyncio.get_running_loop().run_in_executor(executor, self._build)
+            self._task.add_done_callback(self._built)
+
+    def counter(self, position: int) -> int:
+        """The avatar counter shown at loop position `position` (any integer)."""
+        return position * self._a // self._b
+
+    def picture(self, position: int) -> int:
+        """The avatar frame index shown at loop position `position` (taken mod the period)."""
+        return self.cycle[self.counter(position % self.period) % len(self.cycle)]
+
+    def packet(self, position: int) -> bytes:
+        return self._packets[position % self.period]
+
+    def is_keyframe(self, position: int) -> bool:
+        return self._to_keyframe[position % self.period] == 0
+
+    def plan(self, counters: Sequence[int], frame: int) -> tuple[int, int] | None:
+        """Where a viewer whose own idle loop shows avatar counters `counters` at playback
+        frames `frame`, `frame` + 1, … joins: (offset from its frame numbers to loop
+        positions, the frame it joins on, a loop keyframe); None if no position matches.
+
+        `counters` must cover a whole rate period (`rate_period` frames, plus one): two
+        rounded-down lines of the same slope that agree that long agree for ever.
+        """
+        length = len(self.cycle)
+        wanted = [c % length for c in counters]
+        best: tuple[int, int] | None = None
+        for offset in range(self.period):
+            start = frame + offset
+            if all(self.counter(start + j) % length == c for j, c in enumerate(wanted)):
+                wait = self._to_keyframe[start % self.period]
+                if best is None or wait < best[1]:
+                    best = (offset, wait)
+                    if wait == 0:
+                        break
+        return None if best is None else (best[0], frame + best[1])
+
+    @property
+    def rate_period(self) -> int:
+        """Playback frames after which the counter steps repeat their pattern."""
+        return self._b
+
+    def _build(self) -> None:
+        encoder = Vp8FrameEncoder(max_quantizer=LOOP_MAX_QUANTIZER)
+        packets: list[bytes] = []
+        keys: list[bool] = []
+        for _ in range(ENCODE_PASSES):
+            packets, keys = [], []
+            for q in range(self.period):
+                data, key = encoder.encode(
+                    self.pictures.yuv(self.picture(q)), keyframe=q % self.keyframe_interval == 0
+                )
+                packets.append(data)
+                keys.append(key)
+        # Frames until the next keyframe, from each position (the loop wraps to position 0).
+        to_key = [0] * self.period
+        distance = 0
+        for q in range(2 * self.period - 1, -1, -1):
+            distance = 0 if keys[q % self.period] else distance + 1
+            if q < self.period:
+                to_key[q] = distance
+        self._packets, self._to_keyframe = packets, to_key
+
+    def _built(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.ready = True
+
+
+class IdleLoops:
+    """The avatars' converted pictures and shared idle loops, kept while a session uses them."""
+
+    def __init__(self, executor: Executor | None) -> None:
+        self._executor = executor
+        self._pictures: weakref.WeakValueDictionary[int, AvatarPictures] = weakref.WeakValueDictionary()
+        self._loops: weakref.WeakValueDictionary[tuple[int, float, float], SharedIdleLoop] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def pictures(self, avatar: Avatar) -> AvatarPictures:
+        pictures = self._pictures.get(id(avatar))
+        if pictures is None or pictures.avatar is not avatar:
+            pictures = self._pictures[id(avatar)] = AvatarPictures(avatar)
+        return pictures
+
+    def loop(self, avatar: Avatar, fps: float, playback_fps: float) -> SharedIdleLoop:
+        """The shared loop of `avatar` at these rates, its encoding started (call in the loop)."""
+        key = (id(avatar), float(fps), float(playback_fps))
+        loop = self._loops.get(key)
+        if loop is None or loop.pictures.avatar is not avatar:
+            loop = self._loops[key] = SharedIdleLoop(self.pictures(avatar), fps, playback_fps)
+            loop.start(self._executor)
+        return loop

@@ -1,0 +1,99 @@
+"""VP8 encoding into whole frames that aiortc only packetizes, from yuv420p pictures.
+
+aiortc encodes a track's `VideoFrame`s itself, in the event loop's default thread pool,
+converting each from RGB first. The tracks here hand it `av.Packet`s instead (aiortc then
+only splits them into RTP payloads, inline): the server decides where encoding runs, which
+frames are keyframes, and can send the same packets to many viewers (server/media/idle_share.py).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.video.frame import PictureType
+
+VIDEO_CODEC = "libvpx"
+PIXEL_FORMAT = "yuv420p"
+# The rate control aiortc's own VP8 encoder uses, so that the picture a viewer gets is the
+# one it got when aiortc encoded: CBR at 500 kbps, realtime, no lag, no automatic keyframes.
+BITRATE = 500_000
+MAX_KEYFRAME_DISTANCE = 3000
+MIN_QUANTIZER = 2
+MAX_QUANTIZER = 56
+CODEC_OPTIONS = {
+    "bufsize": str(BITRATE),
+    "cpu-used": "-6",
+    "deadline": "realtime",
+    "lag-in-frames": "0",
+    "minrate": str(BITRATE),
+    "maxrate": str(BITRATE),
+    "noise-sensitivity": "4",
+    "overshoot-pct": "15",
+    "partitions": "0",
+    "static-thresh": "1",
+    "undershoot-pct": "100",
+}
+# libvpx threads by picture size, as aiortc chooses them (one below 640×480).
+THREAD_STEPS = ((1920 * 1080, 8, 8), (1280 * 960, 6, 3), (640 * 480, 3, 2))
+
+
+def to_yuv420p(image: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 RGB → the encoder's [H * 3 / 2, W] uint8 planar yuv420p."""
+    return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=PIXEL_FORMAT).to_ndarray()
+
+
+def _threads(pixels: int) -> int:
+    cpus = multiprocessing.cpu_count()
+    for min_pixels, min_cpus, threads in THREAD_STEPS:
+        if pixels > min_pixels and cpus >= min_cpus:
+            return threads
+    return 1
+
+
+class Vp8FrameEncoder:
+    """One VP8 stream: yuv420p pictures in, one whole encoded frame (bytes) out per picture.
+
+    Not thread-safe: one stream is encoded by one thread at a time (its track awaits each
+    encode before the next).
+    """
+
+    def __init__(self, options: dict[str, str] | None = None, max_quantizer: int = MAX_QUANTIZER) -> None:
+        self._options = {**CODEC_OPTIONS, **(options or {})}
+        self._max_quantizer = max_quantizer
+        self._codec: av.VideoCodecContext | None = None
+        self.frames_encoded = 0
+        self.keyframes = 0
+
+    def encode(self, yuv: np.ndarray, keyframe: bool = False) -> tuple[bytes, bool]:
+        """The encoded frame for `yuv`, and whether it is a keyframe."""
+        frame = av.VideoFrame.from_ndarray(yuv, format=PIXEL_FORMAT)
+        height, width = frame.height, frame.width
+        if self._codec is None or (self._codec.width, self._codec.height) != (width, height):
+            self._codec = self._open(width, height, self._options, self._max_quantizer)
+            keyframe = True
+        if keyframe:
+            frame.pict_type = PictureType.I
+        frame.pts = self.frames_encoded
+        frame.time_base = Fraction(1, 90_000)
+        data = b"".join(bytes(packet) for packet in self._codec.encode(frame))
+        self.frames_encoded += 1
+        is_key = bool(data) and not data[0] & 1  # VP8 frame tag: bit 0 clear on a keyframe
+        self.keyframes += is_key
+        return data, is_key
+
+    @staticmethod
+    def _open(width: int, height: int, options: dict[str, str], max_quantizer: int) -> av.VideoCodecContext:
+        codec = av.CodecContext.create(VIDEO_CODEC, "w")
+        codec.width = width
+        codec.height = height
+        codec.bit_rate = BITRATE
+        codec.pix_fmt = PIXEL_FORMAT
+        codec.gop_size = MAX_KEYFRAME_DISTANCE
+        codec.qmin = MIN_QUANTIZER
+        codec.qmax = max_quantizer
+        codec.options = dict(options)
+        codec.thread_count = _threads(width * height)
+        return codec
