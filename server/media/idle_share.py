@@ -37,9 +37,9 @@ KEYFRAME_INTERVAL_SECONDS = 1.0
 """Distance of the loop's keyframes: the longest a viewer waits on its own encoder to join."""
 MAX_LOOP_FRAMES = 6000
 """A loop longer than this (an odd ratio of fps to playback_fps) is not shared."""
-ENCODE_PASSES = 2
-"""The period is encoded twice and the second pass kept: the encoder's rate control has
-settled by then, so the loop is not sent with the blurry first frames of a fresh encoder."""
+WARM_UP_SECONDS = 2.0
+"""Encoded first and thrown away: the encoder's rate control has settled by then, so the
+loop is not sent with the blurry first frames of a fresh encoder."""
 LOOP_MAX_QUANTIZER = 40
 """The loop's keyframe every second costs picture quality at the live encoder's limit (56):
 capped lower, the loop looks better than a session's own stream (PSNR 36 dB against 34 on
@@ -66,8 +66,11 @@ class AvatarPictures:
 class SharedIdleLoop:
     """One period of an avatar's idle loop at (`fps`, `playback_fps`), encoded once.
 
-    Loop position q (a playback frame) shows avatar counter `q * fps / playback_fps`
-    (rounded down) of the cycle, the way a session's playout walks it.
+    Position q (a playback frame) of variant v shows avatar counter
+    `q * fps / playback_fps` (rounded down) + v of the cycle, the way a session's playout
+    walks it. The counter advances a = fps/playback_fps·b per b playback frames, so one
+    sequence reaches only every gcd(a, cycle length)-th counter at a given step phase: that
+    many variants, each shifted by one counter, let every session's idle loop find its own.
     """
 
     def __init__(self, pictures: AvatarPictures, fps: float, playback_fps: float) -> None:
@@ -78,12 +81,13 @@ class SharedIdleLoop:
         ).limit_denominator(RATE_DENOMINATOR_LIMIT)
         self._a, self._b = rate.numerator, rate.denominator  # counters per playback frame
         length = len(self.cycle)
-        self.period = self._b * length // math.gcd(self._a, length)
-        """Playback frames after which the pictures repeat."""
-        self.shareable = self.period <= MAX_LOOP_FRAMES
+        self.variants = math.gcd(self._a, length)
+        self.period = self._b * length // self.variants
+        """Playback frames after which a variant's pictures repeat."""
+        self.shareable = self.period * self.variants <= MAX_LOOP_FRAMES
         self.keyframe_interval = max(1, round(KEYFRAME_INTERVAL_SECONDS * playback_fps))
-        self._packets: list[bytes] = []
-        self._to_keyframe: list[int] = []
+        self._packets: list[list[bytes]] = []
+        self._to_keyframe: list[list[int]] = []
         self.ready = False
         self._task: asyncio.Future[None] | None = None
 
@@ -93,40 +97,39 @@ class SharedIdleLoop:
             self._task = asyncio.get_running_loop().run_in_executor(executor, self._build)
             self._task.add_done_callback(self._built)
 
-    def counter(self, position: int) -> int:
-        """The avatar counter shown at loop position `position` (any integer)."""
-        return position * self._a // self._b
+    def counter(self, variant: int, position: int) -> int:
+        """The avatar counter shown at `position` (any integer) of `variant`."""
+        return position * self._a // self._b + variant
 
-    def picture(self, position: int) -> int:
-        """The avatar frame index shown at loop position `position` (taken mod the period)."""
-        return self.cycle[self.counter(position % self.period) % len(self.cycle)]
+    def picture(self, variant: int, position: int) -> int:
+        """The avatar frame index shown at `position` (taken mod the period) of `variant`."""
+        return self.cycle[self.counter(variant, position % self.period) % len(self.cycle)]
 
-    def packet(self, position: int) -> bytes:
-        return self._packets[position % self.period]
+    def packet(self, variant: int, position: int) -> bytes:
+        return self._packets[variant][position % self.period]
 
-    def is_keyframe(self, position: int) -> bool:
-        return self._to_keyframe[position % self.period] == 0
+    def is_keyframe(self, variant: int, position: int) -> bool:
+        return self._to_keyframe[variant][position % self.period] == 0
 
-    def plan(self, counters: Sequence[int], frame: int) -> tuple[int, int] | None:
+    def plan(self, counters: Sequence[int], frame: int) -> tuple[int, int, int] | None:
         """Where a viewer whose own idle loop shows avatar counters `counters` at playback
-        frames `frame`, `frame` + 1, … joins: (offset from its frame numbers to loop
-        positions, the frame it joins on, a loop keyframe); None if no position matches.
+        frames `frame`, `frame` + 1, … joins: (variant, offset from its frame numbers to
+        positions, the frame it joins on, a keyframe); None if nothing matches.
 
-        `counters` must cover a whole rate period (`rate_period` frames, plus one): two
+        `counters` must cover a whole step pattern (`rate_period` frames, plus one): two
         rounded-down lines of the same slope that agree that long agree for ever.
         """
         length = len(self.cycle)
         wanted = [c % length for c in counters]
-        best: tuple[int, int] | None = None
-        for offset in range(self.period):
-            start = frame + offset
-            if all(self.counter(start + j) % length == c for j, c in enumerate(wanted)):
-                wait = self._to_keyframe[start % self.period]
-                if best is None or wait < best[1]:
-                    best = (offset, wait)
-                    if wait == 0:
-                        break
-        return None if best is None else (best[0], frame + best[1])
+        best: tuple[int, int, int] | None = None  # variant, offset, wait
+        for variant in range(self.variants):
+            for offset in range(self.period):
+                start = frame + offset
+                if all(self.counter(variant, start + j) % length == c for j, c in enumerate(wanted)):
+                    wait = self._to_keyframe[variant][start % self.period]
+                    if best is None or wait < best[2]:
+                        best = (variant, offset, wait)
+        return None if best is None else (best[0], best[1], frame + best[2])
 
     @property
     def rate_period(self) -> int:
@@ -134,15 +137,23 @@ class SharedIdleLoop:
         return self._b
 
     def _build(self) -> None:
+        packets, to_key = [], []
+        for variant in range(self.variants):
+            data, keys = self._encode_variant(variant)
+            packets.append(data)
+            to_key.append(keys)
+        self._packets, self._to_keyframe = packets, to_key
+
+    def _encode_variant(self, variant: int) -> tuple[list[bytes], list[int]]:
         encoder = Vp8FrameEncoder(max_quantizer=LOOP_MAX_QUANTIZER)
         packets: list[bytes] = []
         keys: list[bool] = []
-        for _ in range(ENCODE_PASSES):
-            packets, keys = [], []
-            for q in range(self.period):
-                data, key = encoder.encode(
-                    self.pictures.yuv(self.picture(q)), keyframe=q % self.keyframe_interval == 0
-                )
+        warm_up = round(WARM_UP_SECONDS * self.keyframe_interval / KEYFRAME_INTERVAL_SECONDS)
+        for q in range(-warm_up, self.period):
+            data, key = encoder.encode(
+                self.pictures.yuv(self.picture(variant, q)), keyframe=q % self.keyframe_interval == 0
+            )
+            if q >= 0:
                 packets.append(data)
                 keys.append(key)
         # Frames until the next keyframe, from each position (the loop wraps to position 0).
@@ -152,7 +163,7 @@ class SharedIdleLoop:
             distance = 0 if keys[q % self.period] else distance + 1
             if q < self.period:
                 to_key[q] = distance
-        self._packets, self._to_keyframe = packets, to_key
+        return packets, to_key
 
     def _built(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is None:

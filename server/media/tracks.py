@@ -148,9 +148,10 @@ class AvatarVideoTrack(_PacedTrack):
         self._idle_loop = idle_loop
         self._encoder = Vp8FrameEncoder()
         self._keyframe_wanted = False
-        self._shared_offset: int | None = None  # loop position - frame number, while joined
+        self._shared: tuple[int, int] | None = None  # (variant, position - frame), while joined
         self._last_frame = -1
-        self._plan: tuple[int | None, int] | None = None  # (offset or None: none found, frame)
+        # Where to join the loop: (variant, offset, frame); variant None: nothing matched.
+        self._plan: tuple[int | None, int, int] | None = None
         self._last_image: tuple[Any, np.ndarray] | None = None  # a rendered frame, converted
         self._next: int | None = None
 
@@ -212,39 +213,41 @@ class AvatarVideoTrack(_PacedTrack):
             self._leave_shared_loop()
             self._plan = None
             return None
-        if self._shared_offset is not None:
-            q = k + self._shared_offset
-            if k == self._last_frame + 1 and not self._keyframe_wanted and loop.picture(q) == pick.avatar_index:
-                return loop.packet(q)
+        if self._shared is not None:
+            variant, offset = self._shared
+            q = k + offset
+            fits = loop.picture(variant, q) == pick.avatar_index
+            if k == self._last_frame + 1 and not self._keyframe_wanted and fits:
+                return loop.packet(variant, q)
             self._leave_shared_loop()
             return None
         if self.playout.utterance is not None:  # pending: the idle loop is about to stop
             self._plan = None
             return None
-        if self._plan is None or k > self._plan[1]:
+        if self._plan is None or k > self._plan[2]:
             self._plan = self._plan_join(loop, k)
-        offset, join = self._plan
-        if offset is None or k < join:
+        variant, offset, join = self._plan
+        if variant is None or k < join:
             return None
         q = k + offset
-        if loop.is_keyframe(q) and loop.picture(q) == pick.avatar_index:
-            self._shared_offset = offset
+        if loop.is_keyframe(variant, q) and loop.picture(variant, q) == pick.avatar_index:
+            self._shared = (variant, offset)
             self._keyframe_wanted = False
             self.loop_switches += 1
-            return loop.packet(q)
+            return loop.packet(variant, q)
         self._plan = None
         return None
 
-    def _plan_join(self, loop: SharedIdleLoop, k: int) -> tuple[int | None, int]:
+    def _plan_join(self, loop: SharedIdleLoop, k: int) -> tuple[int | None, int, int]:
         frames = range(k, k + loop.rate_period + 1)
         counters = [self.playout.idle_counter((j + 0.5) / self.playback_fps) for j in frames]
         plan = loop.plan(counters, k)
         # No match (cannot happen for a steady idle loop): look again a keyframe later.
-        return plan if plan is not None else (None, k + loop.keyframe_interval)
+        return plan if plan is not None else (None, 0, k + loop.keyframe_interval)
 
     def _leave_shared_loop(self) -> None:
-        if self._shared_offset is not None:
-            self._shared_offset = None
+        if self._shared is not None:
+            self._shared = None
             self._keyframe_wanted = True  # the receiver holds the loop's pictures, not ours
             self.loop_switches += 1
 

@@ -232,6 +232,11 @@ class Session:
             },
         }
 
+    @property
+    def video_track(self) -> AvatarVideoTrack | None:
+        """The video track of the current connection, if any."""
+        return self._video
+
     # --- signalling ----------------------------------------------------------------------
 
     def start(self) -> None:
