@@ -31,6 +31,7 @@ from fractions import Fraction
 import numpy as np
 
 from server.lipsync.engine import Avatar
+from server.media.clock import VIDEO_CLOCK_RATE
 from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
 
 KEYFRAME_INTERVAL_SECONDS = 1.0
@@ -41,9 +42,9 @@ WARM_UP_SECONDS = 2.0
 """Encoded first and thrown away: the encoder's rate control has settled by then, so the
 loop is not sent with the blurry first frames of a fresh encoder."""
 LOOP_MAX_QUANTIZER = 40
-"""The loop's keyframe every second costs picture quality at the live encoder's limit (56):
-capped lower, the loop looks better than a session's own stream (PSNR 36 dB against 34 on
-the demo avatar), at ~100 kbps there; it is encoded once, so only the network pays."""
+"""A keyframe every second costs picture quality right after it at the live encoder's limit
+(56); capped lower, the loop's worst frame on the demo avatar is 36 dB PSNR instead of 31
+(mean 41 either way, at the same 500 kbps)."""
 RATE_DENOMINATOR_LIMIT = 1000
 
 
@@ -85,6 +86,7 @@ class SharedIdleLoop:
         self.period = self._b * length // self.variants
         """Playback frames after which a variant's pictures repeat."""
         self.shareable = self.period * self.variants <= MAX_LOOP_FRAMES
+        self.playback_fps = playback_fps
         self.keyframe_interval = max(1, round(KEYFRAME_INTERVAL_SECONDS * playback_fps))
         self._packets: list[list[bytes]] = []
         self._to_keyframe: list[list[int]] = []
@@ -151,7 +153,9 @@ class SharedIdleLoop:
         warm_up = round(WARM_UP_SECONDS * self.keyframe_interval / KEYFRAME_INTERVAL_SECONDS)
         for q in range(-warm_up, self.period):
             data, key = encoder.encode(
-                self.pictures.yuv(self.picture(variant, q)), keyframe=q % self.keyframe_interval == 0
+                self.pictures.yuv(self.picture(variant, q)),
+                round(q * VIDEO_CLOCK_RATE / self.playback_fps),
+                keyframe=q % self.keyframe_interval == 0,
             )
             if q >= 0:
                 packets.append(data)

@@ -46,29 +46,42 @@ _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
 
 
 class _PacedTrack(MediaStreamTrack):
-    """A track that releases each frame at its media time, early by the send latency."""
+    """A track that releases each frame at its media time, early by the send latency.
+
+    The latency is kept apart for frames it encodes and frames it takes ready-made (the
+    shared idle loop's), which leave almost at once: the next frame is released early by
+    the latency of the kind the last one was.
+    """
 
     def __init__(self, clock: SessionClock, monotonic: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.clock = clock
         self._monotonic = monotonic
         self._woke_at: float | None = None
-        self.send_latency = 0.0
+        self._latency = {True: 0.0, False: 0.0}  # by whether the frame was encoded here
+        self._last_encoded = True
         self.frames_sent = 0
+
+    @property
+    def send_latency(self) -> float:
+        """Seconds from releasing a frame to its having been sent, for frames it encodes."""
+        return self._latency[True]
 
     async def _release_at(self, media_time: float) -> None:
         if self.readyState != "live":
             raise MediaStreamError
         now = self._monotonic()
+        kind = self._last_encoded
         if self._woke_at is not None:
             latency = min(now - self._woke_at, MAX_SEND_ADVANCE)
-            self.send_latency += SEND_LATENCY_SMOOTHING * (latency - self.send_latency)
-        await self.clock.sleep_until(media_time - self.send_latency)
+            self._latency[kind] += SEND_LATENCY_SMOOTHING * (latency - self._latency[kind])
+        await self.clock.sleep_until(media_time - self._latency[kind])
         if self.readyState != "live":
             raise MediaStreamError
         self._woke_at = self._monotonic()
 
-    def _returned(self) -> None:
+    def _returned(self, encoded: bool = True) -> None:
+        self._last_encoded = encoded
         self.frames_sent += 1
 
 
@@ -179,11 +192,11 @@ class AvatarVideoTrack(_PacedTrack):
         # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
         # that time, so the picture is never more than half a frame early or late.
         pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
-        data = self._from_shared_loop(k, pick)
-        if data is None:
+        data = shared = self._from_shared_loop(k, pick)
+        if shared is None:
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             data = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encode, pick, keyframe
+                self._executor, self._encode, pick, round(t * VIDEO_CLOCK_RATE), keyframe
             )
         else:
             self.frames_shared += 1
@@ -191,10 +204,10 @@ class AvatarVideoTrack(_PacedTrack):
         packet = av.Packet(data)
         packet.pts = round(t * VIDEO_CLOCK_RATE)
         packet.time_base = VIDEO_TIME_BASE
-        self._returned()
+        self._returned(encoded=shared is None)
         return packet
 
-    def _encode(self, pick: VideoPick, keyframe: bool) -> bytes:
+    def _encode(self, pick: VideoPick, pts: int, keyframe: bool) -> bytes:
         """Encode `pick` with the track's own encoder (in the video pool)."""
         if pick.image is None:
             yuv = self.pictures.yuv(pick.avatar_index)
@@ -203,7 +216,7 @@ class AvatarVideoTrack(_PacedTrack):
         else:
             yuv = to_yuv420p(pick.image)
             self._last_image = (pick.image, yuv)
-        data, _ = self._encoder.encode(yuv, keyframe)
+        data, _ = self._encoder.encode(yuv, pts, keyframe)
         return data
 
     def _from_shared_loop(self, k: int, pick: VideoPick) -> bytes | None:

@@ -17,6 +17,7 @@ from av.video.frame import PictureType
 
 VIDEO_CODEC = "libvpx"
 PIXEL_FORMAT = "yuv420p"
+TIME_BASE = Fraction(1, 90_000)
 # The rate control aiortc's own VP8 encoder uses, so that the picture a viewer gets is the
 # one it got when aiortc encoded: CBR at 500 kbps, realtime, no lag, no automatic keyframes.
 BITRATE = 500_000
@@ -67,8 +68,9 @@ class Vp8FrameEncoder:
         self.frames_encoded = 0
         self.keyframes = 0
 
-    def encode(self, yuv: np.ndarray, keyframe: bool = False) -> tuple[bytes, bool]:
-        """The encoded frame for `yuv`, and whether it is a keyframe."""
+    def encode(self, yuv: np.ndarray, pts: int, keyframe: bool = False) -> tuple[bytes, bool]:
+        """The encoded frame for `yuv` shown at `pts` (90 kHz, increasing: the rate control
+        budgets bits by time), and whether it is a keyframe."""
         frame = av.VideoFrame.from_ndarray(yuv, format=PIXEL_FORMAT)
         height, width = frame.height, frame.width
         if self._codec is None or (self._codec.width, self._codec.height) != (width, height):
@@ -76,8 +78,8 @@ class Vp8FrameEncoder:
             keyframe = True
         if keyframe:
             frame.pict_type = PictureType.I
-        frame.pts = self.frames_encoded
-        frame.time_base = Fraction(1, 90_000)
+        frame.pts = pts
+        frame.time_base = TIME_BASE
         data = b"".join(bytes(packet) for packet in self._codec.encode(frame))
         self.frames_encoded += 1
         is_key = bool(data) and not data[0] & 1  # VP8 frame tag: bit 0 clear on a keyframe
