@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from benchkit import ServerProcess, print_table, server_process, write_json
+from benchkit import CLOCK_TICKS, ServerProcess, print_table, server_process, write_json
 from sessionload import ArrivalPeer, speak_together
 from tests.audio_files import encode, speech_like
 
@@ -47,6 +47,13 @@ IDLE_JOIN_SECONDS = 5.0
 RECEIVER_PROCESSES = 2
 
 
+def loop_cpu_seconds(server: ServerProcess) -> float:
+    """CPU time of the server's main thread, the one running its event loop."""
+    pid = server.process.pid
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def parse_counts(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -59,12 +66,14 @@ async def run_setting(server: ServerProcess, name: str, counts: list[int], audio
     for count in counts:
         await asyncio.sleep(SETTLE_SECONDS)
         started = time.monotonic()
-        cpu = server.cpu_seconds()
+        cpu, loop_cpu = server.cpu_seconds(), loop_cpu_seconds(server)
         outcome = await speak_together(
             server.url, count, min(RECEIVER_PROCESSES, count), params, audio, UTTERANCE_SECONDS
         )
+        elapsed = time.monotonic() - started
         step = outcome.summary(fps)
-        step["server_cpu_share"] = (server.cpu_seconds() - cpu) / (time.monotonic() - started)
+        step["server_cpu_share"] = (server.cpu_seconds() - cpu) / elapsed
+        step["loop_cpu_share"] = (loop_cpu_seconds(server) - loop_cpu) / elapsed
         steps.append(step)
         print(
             f"  {name} {count:3} sessions: {'real time' if step['real_time'] else 'BROKEN'} "
@@ -78,10 +87,11 @@ async def idle_cost(server: ServerProcess, sessions: int, seconds: float) -> dic
     """CPU share of one core the server spends per connected idle session."""
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         await asyncio.sleep(SETTLE_SECONDS)
-        before = server.cpu_seconds()
+        before, loop_before = server.cpu_seconds(), loop_cpu_seconds(server)
         started = time.monotonic()
         await asyncio.sleep(seconds)
         baseline = (server.cpu_seconds() - before) / (time.monotonic() - started)
+        loop_baseline = (loop_cpu_seconds(server) - loop_before) / (time.monotonic() - started)
         peers: list[ArrivalPeer] = []
         try:
             for _ in range(sessions):
@@ -90,10 +100,12 @@ async def idle_cost(server: ServerProcess, sessions: int, seconds: float) -> dic
                 peers.append(ArrivalPeer(http, response.json()["session_id"]))
             await asyncio.gather(*(peer.connect() for peer in peers))
             await asyncio.sleep(IDLE_JOIN_SECONDS)
-            before = server.cpu_seconds()
+            before, loop_before = server.cpu_seconds(), loop_cpu_seconds(server)
             started = time.monotonic()
             await asyncio.sleep(seconds)
-            loaded = (server.cpu_seconds() - before) / (time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            loaded = (server.cpu_seconds() - before) / elapsed
+            loop_loaded = (loop_cpu_seconds(server) - loop_before) / elapsed
             shared = []
             for peer in peers:
                 media = (await http.get(f"/webrtc/sessions/{peer.session_id}")).json()["media"]
@@ -108,6 +120,8 @@ async def idle_cost(server: ServerProcess, sessions: int, seconds: float) -> dic
         "server_cpu_share_without": baseline,
         "server_cpu_share_with": loaded,
         "cpu_share_per_idle_session": (loaded - baseline) / sessions,
+        "loop_cpu_share_per_idle_session": (loop_loaded - loop_baseline) / sessions,
+        "loop_ms_per_frame_sent": (loop_loaded - loop_baseline) / sessions / SETTINGS["seed"]["playback_fps"] * 1000,
         "frames_from_shared_loop": min(shared, default=0.0),
     }
 
@@ -119,7 +133,8 @@ def print_results(results: dict[str, Any]) -> None:
             f"{name}: fps {p['fps']}, playback {p['playback_fps']}, batch {p['batch_size']}, "
             f"chunk {p['chunk_duration']} s, {UTTERANCE_SECONDS:g} s utterance",
             ["N", "real time", "video fps min", "longest freeze ms", "sync s0 ms", "sync worst ms",
-             "first speech p95 ms", "audio x real time", "late frames", "audio holds", "server CPU"],
+             "first speech p95 ms", "audio x real time", "late frames", "audio holds", "server CPU",
+             "loop CPU"],
             [
                 [s["sessions"], "yes" if s["real_time"] else "no", s["min_video_fps"],
                  s["max_freeze_ms"] if s["max_freeze_ms"] is not None else "-",
@@ -127,7 +142,7 @@ def print_results(results: dict[str, Any]) -> None:
                  "-" if s["sync_ms_worst"] is None else f"{s['sync_ms_worst']:.0f}",
                  "-" if s["first_speech_p95_ms"] is None else f"{s['first_speech_p95_ms']:.0f}",
                  f"{s['min_audio_real_time']:.2f}", s["video_frames_late"], s["audio_holds"],
-                 f"{s['server_cpu_share']:.0%}"]
+                 f"{s['server_cpu_share']:.0%}", f"{s['loop_cpu_share']:.0%}"]
                 for s in setting["steps"]
             ],
         )
@@ -135,9 +150,11 @@ def print_results(results: dict[str, Any]) -> None:
     if idle:
         print_table(
             f"idle: {idle['sessions']} connected sessions listening for {idle['seconds']:g} s (seed settings)",
-            ["server CPU without", "with", "per idle session", "frames from the shared loop"],
+            ["server CPU without", "with", "per idle session", "of it, event loop", "loop ms per frame sent",
+             "frames from the shared loop"],
             [[f"{idle['server_cpu_share_without']:.1%}", f"{idle['server_cpu_share_with']:.1%}",
-              f"{idle['cpu_share_per_idle_session']:.1%}", f"{idle['frames_from_shared_loop']:.0%}"]],
+              f"{idle['cpu_share_per_idle_session']:.1%}", f"{idle['loop_cpu_share_per_idle_session']:.1%}",
+              f"{idle['loop_ms_per_frame_sent']:.2f}", f"{idle['frames_from_shared_loop']:.0%}"]],
         )
 
 
