@@ -168,7 +168,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         short.write_bytes(encode(speech_like(WARM_UP_SECONDS), "wav"))
         env = {"LIPSYNC_ENGINE": "demo", "MAX_SESSIONS": str(max(counts + [args.idle_sessions]) + 2)}
         with server_process(env) as server:
-            for name in args.settings.split(","):
+            for name in filter(None, args.settings.split(",")):
                 results["settings"][name] = await run_setting(server, name, counts, audio, short)
             if args.idle_sessions > 0 and args.idle_seconds > 0:
                 results["idle"] = await idle_cost(server, args.idle_sessions, args.idle_seconds)

@@ -43,6 +43,9 @@ SEND_LATENCY_SMOOTHING = 0.1
 MAX_SEND_ADVANCE = 0.04
 
 _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
+SILENCE_SETTLE_FRAMES = 5
+"""Silent frames encoded before the encoder's silence packet is kept and sent as it is
+while the silence lasts: an idle session's audio then costs no encode at all."""
 
 
 class _PacedTrack(MediaStreamTrack):
@@ -98,6 +101,9 @@ class AvatarAudioTrack(_PacedTrack):
         self.playout = playout
         self._executor = executor
         self._encoder = OpusEncoder()  # aiortc's own: the stream is what it would send
+        self._encoded = 0  # frames given to the encoder: its input's contiguous timestamps
+        self._silent_run = 0
+        self._silence: bytes | None = None
         self._next: int | None = None
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
@@ -109,19 +115,28 @@ class AvatarAudioTrack(_PacedTrack):
             await self._release_at(audio_frame_time(n))
             samples = self.playout.audio_frame(n)
             if samples is None:
+                self._silent_run += 1
+                if self._silence is not None and self._silent_run > SILENCE_SETTLE_FRAMES:
+                    payload = self._silence
+                    break
                 pcm = _SILENCE
             else:
+                self._silent_run = 0
                 pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
             frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
             frame.sample_rate = AUDIO_SAMPLE_RATE
-            frame.pts = n * AUDIO_SAMPLES_PER_FRAME
+            frame.pts = self._encoded * AUDIO_SAMPLES_PER_FRAME
             frame.time_base = AUDIO_TIME_BASE
+            self._encoded += 1
             payloads, _ = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._encoder.encode, frame
             )
             if payloads:  # 960 samples in give one 20 ms Opus packet out
+                payload = payloads[0]
+                if self._silent_run == SILENCE_SETTLE_FRAMES:
+                    self._silence = payload
                 break
-        packet = av.Packet(payloads[0])
+        packet = av.Packet(payload)
         packet.pts = n * AUDIO_SAMPLES_PER_FRAME
         packet.time_base = AUDIO_TIME_BASE
         self._returned()
