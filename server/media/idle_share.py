@@ -22,6 +22,7 @@ continuity between idle and speech stays what the session's playout decides.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import weakref
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ import numpy as np
 from server.lipsync.engine import Avatar
 from server.media.clock import VIDEO_CLOCK_RATE
 from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
+
+logger = logging.getLogger(__name__)
 
 KEYFRAME_INTERVAL_SECONDS = 1.0
 """Distance of the loop's keyframes: the longest a viewer waits on its own encoder to join."""
@@ -170,8 +173,13 @@ class SharedIdleLoop:
         return packets, to_key
 
     def _built(self, future: asyncio.Future[None]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.ready = True
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:  # sessions go on encoding their idle frames themselves
+            logger.warning("encoding the shared idle loop failed: %s", error)
+            return
+        self.ready = True
 
 
 class IdleLoops:

@@ -27,7 +27,7 @@ LOOP_READY_SECONDS = 30.0
 SUBSAMPLE = 4  # every 4th pixel each way: plenty to tell a good picture from a broken one
 
 
-class AvatarPictures:
+class OutsideTheMouth:
     """The avatar's frames outside the mouth, to match decoded frames against."""
 
     def __init__(self, frames: np.ndarray) -> None:
@@ -44,7 +44,7 @@ class AvatarPictures:
 
 
 def worst_psnr(peer: ClientPeer, frames: np.ndarray) -> float:
-    pictures = AvatarPictures(frames)
+    pictures = OutsideTheMouth(frames)
     return min(pictures.psnr_to_nearest(v.image) for v in peer.received.video if v.image is not None)
 
 
