@@ -175,6 +175,8 @@ class AvatarVideoTrack(_PacedTrack):
         self._executor = executor
         self._idle_loop = idle_loop
         self._encoder = Vp8FrameEncoder()
+        self.sender: Any = None
+        """Its aiortc RTCRtpSender, whose (idle) encoder receives the receiver's REMB."""
         self._keyframe_wanted = False
         self._shared: tuple[int, int] | None = None  # (variant, position - frame), while joined
         self._last_frame = -1
@@ -231,8 +233,14 @@ class AvatarVideoTrack(_PacedTrack):
         else:
             yuv = to_yuv420p(pick.image)
             self._last_image = (pick.image, yuv)
-        data, _ = self._encoder.encode(yuv, pts, keyframe)
+        data, _ = self._encoder.encode(yuv, pts, keyframe, self._wanted_bitrate())
         return data
+
+    def _wanted_bitrate(self) -> int | None:
+        # aiortc gives a REMB's bitrate to the encoder of the sender (which this track's
+        # packets leave unused), clamped to its range; read it there (aiortc private).
+        encoder = getattr(self.sender, "_RTCRtpSender__encoder", None)
+        return getattr(encoder, "target_bitrate", None)
 
     def _from_shared_loop(self, k: int, pick: VideoPick) -> bytes | None:
         """The shared loop's packet for frame `k`, if this frame may come from it."""
@@ -281,6 +289,7 @@ class AvatarVideoTrack(_PacedTrack):
 
 
 def forward_keyframe_requests(sender: Any, track: AvatarVideoTrack) -> None:
-    """Make the receiver's PLI/FIR reach `track`: aiortc only honours them when it encodes
-    (its `RTCRtpSender._send_keyframe`), and here the track encodes."""
+    """Make the receiver's PLI/FIR (and REMB) reach `track`: aiortc only honours them when
+    it encodes (its `RTCRtpSender._send_keyframe`), and here the track encodes."""
     sender._send_keyframe = track.request_keyframe
+    track.sender = sender

@@ -19,18 +19,18 @@ VIDEO_CODEC = "libvpx"
 PIXEL_FORMAT = "yuv420p"
 TIME_BASE = Fraction(1, 90_000)
 # The rate control aiortc's own VP8 encoder uses, so that the picture a viewer gets is the
-# one it got when aiortc encoded: CBR at 500 kbps, realtime, no lag, no automatic keyframes.
+# one it got when aiortc encoded: CBR at 500 kbps (then what the receiver's REMB asks for),
+# realtime, no lag, no automatic keyframes.
 BITRATE = 500_000
+BITRATE_CHANGE = 0.1
+"""A new target bitrate this far from the current one reopens the encoder (a keyframe)."""
 MAX_KEYFRAME_DISTANCE = 3000
 MIN_QUANTIZER = 2
 MAX_QUANTIZER = 56
 CODEC_OPTIONS = {
-    "bufsize": str(BITRATE),
     "cpu-used": "-6",
     "deadline": "realtime",
     "lag-in-frames": "0",
-    "minrate": str(BITRATE),
-    "maxrate": str(BITRATE),
     "noise-sensitivity": "4",
     "overshoot-pct": "15",
     "partitions": "0",
@@ -65,16 +65,22 @@ class Vp8FrameEncoder:
         self._options = {**CODEC_OPTIONS, **(options or {})}
         self._max_quantizer = max_quantizer
         self._codec: av.VideoCodecContext | None = None
+        self.bitrate = BITRATE
         self.frames_encoded = 0
         self.keyframes = 0
 
-    def encode(self, yuv: np.ndarray, pts: int, keyframe: bool = False) -> tuple[bytes, bool]:
+    def encode(
+        self, yuv: np.ndarray, pts: int, keyframe: bool = False, bitrate: int | None = None
+    ) -> tuple[bytes, bool]:
         """The encoded frame for `yuv` shown at `pts` (90 kHz, increasing: the rate control
-        budgets bits by time), and whether it is a keyframe."""
+        budgets bits by time), and whether it is a keyframe; `bitrate`: a new target."""
         frame = av.VideoFrame.from_ndarray(yuv, format=PIXEL_FORMAT)
         height, width = frame.height, frame.width
+        if bitrate is not None and abs(bitrate - self.bitrate) > BITRATE_CHANGE * self.bitrate:
+            self.bitrate = bitrate
+            self._codec = None
         if self._codec is None or (self._codec.width, self._codec.height) != (width, height):
-            self._codec = self._open(width, height, self._options, self._max_quantizer)
+            self._codec = self._open(width, height, self.bitrate, self._options, self._max_quantizer)
             keyframe = True
         if keyframe:
             frame.pict_type = PictureType.I
@@ -87,15 +93,18 @@ class Vp8FrameEncoder:
         return data, is_key
 
     @staticmethod
-    def _open(width: int, height: int, options: dict[str, str], max_quantizer: int) -> av.VideoCodecContext:
+    def _open(
+        width: int, height: int, bitrate: int, options: dict[str, str], max_quantizer: int
+    ) -> av.VideoCodecContext:
         codec = av.CodecContext.create(VIDEO_CODEC, "w")
         codec.width = width
         codec.height = height
-        codec.bit_rate = BITRATE
+        codec.bit_rate = bitrate
         codec.pix_fmt = PIXEL_FORMAT
         codec.gop_size = MAX_KEYFRAME_DISTANCE
         codec.qmin = MIN_QUANTIZER
         codec.qmax = max_quantizer
-        codec.options = dict(options)
+        # minrate = maxrate = bit_rate is CBR; FFmpeg makes libvpx's buffer bufsize / bit_rate s.
+        codec.options = {"bufsize": str(bitrate), "minrate": str(bitrate), "maxrate": str(bitrate), **options}
         codec.thread_count = _threads(width * height)
         return codec
