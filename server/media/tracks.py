@@ -18,7 +18,7 @@ import av
 import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
+from av import AudioFrame, VideoFrame
 
 from server.media.clock import (
     AUDIO_SAMPLE_RATE,
@@ -43,6 +43,8 @@ SEND_LATENCY_SMOOTHING = 0.1
 MAX_SEND_ADVANCE = 0.04
 
 _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
+OPUS = "audio/opus"
+VP8 = "video/vp8"
 SILENCE_SETTLE_FRAMES = 5
 """Silent frames encoded before the encoder's silence packet is kept and sent as it is
 while the silence lasts: an idle session's audio then costs no encode at all."""
@@ -64,6 +66,8 @@ class _PacedTrack(MediaStreamTrack):
         self._latency = {True: 0.0, False: 0.0}  # by whether the frame was encoded here
         self._last_encoded = True
         self.frames_sent = 0
+        self.codec: str | None = None
+        """The negotiated codec's MIME type, lower case (known once the sender starts)."""
 
     @property
     def send_latency(self) -> float:
@@ -106,9 +110,11 @@ class AvatarAudioTrack(_PacedTrack):
         self._silence: bytes | None = None
         self._next: int | None = None
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet | AudioFrame:  # type: ignore[override]
         if self._next is None:
             self._next = audio_frame_at_or_after(self.clock.now())
+        if self.codec not in (None, OPUS):
+            return await self._frame_for_aiortc()
         while True:
             n = self._next
             self._next += 1
@@ -141,6 +147,21 @@ class AvatarAudioTrack(_PacedTrack):
         packet.time_base = AUDIO_TIME_BASE
         self._returned()
         return packet
+
+    async def _frame_for_aiortc(self) -> AudioFrame:
+        """A frame for aiortc to encode itself (a codec other than Opus: PCMU, PCMA)."""
+        assert self._next is not None
+        n = self._next
+        self._next += 1
+        await self._release_at(audio_frame_time(n))
+        samples = self.playout.audio_frame(n)
+        pcm = _SILENCE if samples is None else np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
+        frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = AUDIO_SAMPLE_RATE
+        frame.pts = n * AUDIO_SAMPLES_PER_FRAME
+        frame.time_base = AUDIO_TIME_BASE
+        self._returned()
+        return frame
 
 
 class AvatarVideoTrack(_PacedTrack):
@@ -194,7 +215,7 @@ class AvatarVideoTrack(_PacedTrack):
         self.keyframe_requests += 1
         self._keyframe_wanted = True
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet | VideoFrame:  # type: ignore[override]
         now_index = math.floor(self.clock.now() * self.playback_fps + TIME_EPSILON)
         if self._next is None:
             self._next = now_index + 1
@@ -209,6 +230,8 @@ class AvatarVideoTrack(_PacedTrack):
         # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
         # that time, so the picture is never more than half a frame early or late.
         pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
+        if self.codec not in (None, VP8):
+            return self._frame_for_aiortc(pick, t)
         data = shared = self._from_shared_loop(k, pick)
         if shared is None:
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
@@ -223,6 +246,18 @@ class AvatarVideoTrack(_PacedTrack):
         packet.time_base = VIDEO_TIME_BASE
         self._returned(encoded=shared is None)
         return packet
+
+    def _frame_for_aiortc(self, pick: VideoPick, t: float) -> VideoFrame:
+        """A frame for aiortc to encode itself (a codec other than VP8: H.264)."""
+        if pick.image is None:
+            frame = VideoFrame.from_ndarray(self.pictures.yuv(pick.avatar_index), format="yuv420p")
+        else:
+            frame = VideoFrame.from_ndarray(pick.image, format="rgb24")
+        frame.pts = round(t * VIDEO_CLOCK_RATE)
+        frame.time_base = VIDEO_TIME_BASE
+        self._last_frame = -1
+        self._returned()
+        return frame
 
     def _encode(self, pick: VideoPick, pts: int, keyframe: bool) -> bytes:
         """Encode `pick` with the track's own encoder (in the video pool)."""
@@ -288,8 +323,24 @@ class AvatarVideoTrack(_PacedTrack):
             self.loop_switches += 1
 
 
-def forward_keyframe_requests(sender: Any, track: AvatarVideoTrack) -> None:
-    """Make the receiver's PLI/FIR (and REMB) reach `track`: aiortc only honours them when
-    it encodes (its `RTCRtpSender._send_keyframe`), and here the track encodes."""
-    sender._send_keyframe = track.request_keyframe
-    track.sender = sender
+def attach_sender(sender: Any, track: AvatarAudioTrack | AvatarVideoTrack) -> None:
+    """Tell `track` its aiortc RTCRtpSender's codec when it starts (it encodes Opus and VP8
+    itself and hands aiortc frames for any other codec), and make the receiver's PLI/FIR
+    (and REMB) reach a video track: aiortc only honours them when it encodes (its
+    `RTCRtpSender._send_keyframe`). aiortc private attributes; aiortc 1.16."""
+    start = sender.send
+
+    async def send(parameters: Any) -> None:
+        track.codec = parameters.codecs[0].mimeType.lower()
+        await start(parameters)
+
+    sender.send = send
+    if isinstance(track, AvatarVideoTrack):
+        aiortc_keyframe = sender._send_keyframe
+
+        def keyframe() -> None:
+            aiortc_keyframe()  # for aiortc's own encoder, when the codec is not VP8
+            track.request_keyframe()
+
+        sender._send_keyframe = keyframe
+        track.sender = sender

@@ -25,7 +25,7 @@ from server.media.candidates import RTP_COMPONENT, parse_candidate
 from server.media.offer import OfferSummary, check_offer
 from server.media.rtc import restrict_host_addresses, rtc_configuration
 from server.media.encoding import MediaEncoding
-from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack, forward_keyframe_requests
+from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack, attach_sender
 from server.media.utterance import Utterance
 from server.metrics import ServerMetrics
 from server.sessions.channels import NATIVE, ChannelDialect
@@ -294,8 +294,8 @@ class Session:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             audio, video = self._make_tracks()
-            pc.addTrack(audio)
-            forward_keyframe_requests(pc.addTrack(video), video)
+            attach_sender(pc.addTrack(audio), audio)
+            attach_sender(pc.addTrack(video), video)
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
             await pc.setLocalDescription(await pc.createAnswer())
             sending = {
@@ -325,8 +325,8 @@ class Session:
         async with self._negotiation:
             pc = await self._new_connection()
             self._new_tracks()
-            pc.addTransceiver(self._audio, direction="sendonly")
-            forward_keyframe_requests(pc.addTransceiver(self._video, direction="sendonly").sender, self._video)
+            attach_sender(pc.addTransceiver(self._audio, direction="sendonly").sender, self._audio)
+            attach_sender(pc.addTransceiver(self._video, direction="sendonly").sender, self._video)
             self._add_channel(pc.createDataChannel(channel_label), dialect)
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
             try:
