@@ -22,6 +22,7 @@ continuity between idle and speech stays what the session's playout decides.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import weakref
@@ -49,6 +50,8 @@ LOOP_MAX_QUANTIZER = 40
 (56); capped lower, the loop's worst frame on the demo avatar is 36 dB PSNR instead of 31
 (mean 41 either way, at the same 500 kbps)."""
 RATE_DENOMINATOR_LIMIT = 1000
+KEPT_LOOPS = 8
+"""Loops kept when no session uses them (each ~1–2 MB, with its avatar's yuv pictures)."""
 
 
 class AvatarPictures:
@@ -183,7 +186,9 @@ class SharedIdleLoop:
 
 
 class IdleLoops:
-    """The avatars' converted pictures and shared idle loops, kept while a session uses them."""
+    """The avatars' converted pictures and shared idle loops: kept while a session uses
+    them, and the `KEPT_LOOPS` used last also after, so that sessions that come and go do
+    not encode the loop again each time."""
 
     def __init__(self, executor: Executor | None) -> None:
         self._executor = executor
@@ -191,6 +196,7 @@ class IdleLoops:
         self._loops: weakref.WeakValueDictionary[tuple[int, float, float], SharedIdleLoop] = (
             weakref.WeakValueDictionary()
         )
+        self._kept: collections.OrderedDict[tuple[int, float, float], SharedIdleLoop] = collections.OrderedDict()
 
     def pictures(self, avatar: Avatar) -> AvatarPictures:
         pictures = self._pictures.get(id(avatar))
@@ -205,4 +211,8 @@ class IdleLoops:
         if loop is None or loop.pictures.avatar is not avatar:
             loop = self._loops[key] = SharedIdleLoop(self.pictures(avatar), fps, playback_fps)
             loop.start(self._executor)
+        self._kept[key] = loop
+        self._kept.move_to_end(key)
+        while len(self._kept) > KEPT_LOOPS:
+            self._kept.popitem(last=False)
         return loop

@@ -43,7 +43,12 @@ THREAD_STEPS = ((1920 * 1080, 8, 8), (1280 * 960, 6, 3), (640 * 480, 3, 2))
 
 def to_yuv420p(image: np.ndarray) -> np.ndarray:
     """[H, W, 3] uint8 RGB → the encoder's [H * 3 / 2, W] uint8 planar yuv420p."""
-    return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=PIXEL_FORMAT).to_ndarray()
+    return yuv420p_frame(image).to_ndarray()
+
+
+def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
+    """[H, W, 3] uint8 RGB → a yuv420p frame the encoder takes as it is."""
+    return av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format=PIXEL_FORMAT)
 
 
 def _threads(pixels: int) -> int:
@@ -70,11 +75,16 @@ class Vp8FrameEncoder:
         self.keyframes = 0
 
     def encode(
-        self, yuv: np.ndarray, pts: int, keyframe: bool = False, bitrate: int | None = None
+        self, yuv: np.ndarray | av.VideoFrame, pts: int, keyframe: bool = False, bitrate: int | None = None
     ) -> tuple[bytes, bool]:
-        """The encoded frame for `yuv` shown at `pts` (90 kHz, increasing: the rate control
-        budgets bits by time), and whether it is a keyframe; `bitrate`: a new target."""
-        frame = av.VideoFrame.from_ndarray(yuv, format=PIXEL_FORMAT)
+        """The encoded frame for `yuv` (planes, or a yuv420p frame this thread owns) shown at
+        `pts` (90 kHz, increasing: the rate control budgets bits by time), and whether it is
+        a keyframe; `bitrate`: a new target."""
+        if isinstance(yuv, av.VideoFrame):
+            frame = yuv
+            frame.pict_type = PictureType.NONE
+        else:
+            frame = av.VideoFrame.from_ndarray(yuv, format=PIXEL_FORMAT)
         height, width = frame.height, frame.width
         if bitrate is not None and abs(bitrate - self.bitrate) > BITRATE_CHANGE * self.bitrate:
             self.bitrate = bitrate
