@@ -12,7 +12,10 @@ the arrival time of every frame (no pixels), and reports per session:
   video frames (a freeze);
 - the time from its upload to its `speaking_started` event (time to first speech);
 - the server's own figures for it (`GET /webrtc/sessions/{id}`): late video frames (a
-  frame repeated because its render was not ready), audio holds, skipped frames.
+  frame repeated because its render was not ready), audio holds, skipped frames;
+- with `"sync": true` in the parameters, its lip sync: how far the mouth's opening and
+  closing edges lie from the sound's, on the sender's clock as a browser's lip sync puts
+  them (the mouth read from the decoded frame's luma plane, cheap enough for every session).
 
 Real time holds for N sessions when every session spoke, received at least
 `MIN_FPS_SHARE` of its playback rate with no freeze over `MAX_FREEZE_SECONDS`, and the
@@ -38,40 +41,86 @@ from typing import Any
 import httpx
 
 import benchkit  # noqa: F401  (puts the repository on sys.path)
-from tests.webrtc_client import ClientPeer
+from tests.webrtc_client import DARK_LUMA, MOUTH_BOX, AudioSample, ClientPeer, SenderTimeline, VideoSample, audio_envelope, edges
 
 MIN_FPS_SHARE = 0.97
 MAX_FREEZE_SECONDS = 0.2
 AUDIO_FRAMES_PER_SECOND = 50  # 20 ms Opus frames
 CONNECT_TIMEOUT = 60.0
 SPEECH_TIMEOUT_MARGIN = 30.0
+LOUD_RMS = 0.05
+OPEN_MOUTH = 0.08  # share of dark pixels in the mouth box of an open mouth
+# The luma plane's value of DARK_LUMA (BT.601 limited range, as the VP8 decoder gives it).
+DARK_Y = 16 + 219 * DARK_LUMA / 255
 """Seconds past the utterance's length that a receiver waits for its speech to end."""
 
 
 class ArrivalPeer(ClientPeer):
     """A `ClientPeer` that keeps only when each frame arrived: light enough for many."""
 
-    def __init__(self, http: httpx.AsyncClient, session_id: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, session_id: str, sync: bool = False) -> None:
         super().__init__(http, session_id)
+        self.sync = sync
         self.video_arrivals: list[float] = []
         self.audio_arrivals: list[float] = []
 
     async def _read_video(self, track: Any) -> None:
-        await self._count(track, self.video_arrivals)
+        await self._count(track, self.video_arrivals, self._keep_mouth if self.sync else None)
 
     async def _read_audio(self, track: Any) -> None:
-        await self._count(track, self.audio_arrivals)
+        await self._count(track, self.audio_arrivals, self._keep_audio if self.sync else None)
 
     @staticmethod
-    async def _count(track: Any, arrivals: list[float]) -> None:
+    async def _count(track: Any, arrivals: list[float], keep: Any = None) -> None:
         from aiortc.mediastreams import MediaStreamError
 
         try:
             while True:
-                await track.recv()
+                frame = await track.recv()
                 arrivals.append(time.monotonic())
+                if keep is not None:
+                    keep(frame)
         except MediaStreamError:
             pass
+
+    def _keep_mouth(self, frame: Any) -> None:
+        import numpy as np
+
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        x1, y1, x2, y2 = MOUTH_BOX
+        dark = float(np.mean(luma[y1:y2, x1:x2] < DARK_Y))
+        self.received.video.append(VideoSample(frame.pts, time.monotonic(), dark, np.zeros(0)))
+
+    def _keep_audio(self, frame: Any) -> None:
+        import numpy as np
+
+        data = frame.to_ndarray().astype(np.float32) / 32768.0
+        channels = len(frame.layout.channels)
+        mono = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data.reshape(-1)
+        self.received.audio.append(AudioSample(frame.pts, time.monotonic(), mono))
+
+    def sync_ms(self) -> float | None:
+        """Mean distance of the mouth's edges from the sound's, in ms (positive: picture late)."""
+        import numpy as np
+
+        self._record_rtp_origins()
+        try:
+            timeline = SenderTimeline(self.received)
+        except AssertionError:
+            return None
+        times, rms = audio_envelope(self.received, timeline)
+        sound_on, sound_off = edges(times, rms > LOUD_RMS)
+        video_times = np.array([timeline.video_time(v.pts) for v in self.received.video])
+        mouth = np.array([v.mouth_dark for v in self.received.video])
+        mouth_on, mouth_off = edges(video_times, mouth > OPEN_MOUTH)
+        distances = [
+            min((m - s for m in moved), key=abs)
+            for heard, moved in ((sound_on, mouth_on), (sound_off, mouth_off))
+            for s in heard
+            if moved
+        ]
+        return float(np.mean(distances)) * 1000 if distances else None
 
     def event_time(self, kind: str) -> float | None:
         return next((e["arrival"] for e in self.received.events if e.get("type") == kind), None)
@@ -94,6 +143,7 @@ def speech_figures(peer: ArrivalPeer, uploaded_at: float, playback_fps: float) -
         "max_freeze_ms": max(gaps, default=math.inf) * 1000,
         "first_speech_ms": (started - uploaded_at) * 1000,
         "playback_fps": playback_fps,
+        "sync_ms": peer.sync_ms() if peer.sync else None,
     }
 
 
@@ -119,11 +169,13 @@ async def receive(
         refused: list[str] = []
         try:
             for _ in range(count):
-                response = await http.post("/webrtc/sessions/create", params=params)
+                response = await http.post(
+                    "/webrtc/sessions/create", params={k: v for k, v in params.items() if k != "sync"}
+                )
                 if response.status_code != 200:
                     refused.append(refusal(response))
                     continue
-                peers.append(ArrivalPeer(http, response.json()["session_id"]))
+                peers.append(ArrivalPeer(http, response.json()["session_id"], sync=bool(params.get("sync"))))
             await asyncio.gather(*(peer.connect(CONNECT_TIMEOUT) for peer in peers))
             print(json.dumps({"ready": len(peers), "refused": [r["refused"] for r in refused]}), flush=True)
             start_at = await start
@@ -227,6 +279,8 @@ class LoadResult:
             "first_speech_p50_ms": statistics.median(first) if first else None,
             "first_speech_p95_ms": first[min(len(first) - 1, math.ceil(0.95 * len(first)) - 1)] if first else None,
             "aggregate_frames_per_second": len(spoke) * fps,
+            "sync_ms_first": spoke[0].get("sync_ms") if spoke else None,
+            "sync_ms_worst": max((f["sync_ms"] for f in spoke if f.get("sync_ms") is not None), key=abs, default=None),
         }
 
 

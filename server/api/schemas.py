@@ -218,6 +218,10 @@ class MediaInfo(BaseModel):
     video_frames_sent: int
     video_frames_skipped: int
     video_send_latency_ms: float | None
+    video_frames_shared: int = Field(
+        default=0, description="Video frames sent from the avatar's shared idle loop, not encoded for this session."
+    )
+    video_keyframe_requests: int = Field(default=0, description="Keyframe requests (PLI/FIR) from the receiver.")
 
 
 class SessionInfo(SessionParameters):

@@ -166,6 +166,10 @@ class Playout:
     def avatar_index(self, counter: int) -> int:
         return self._cycle[counter % len(self._cycle)]
 
+    def idle_counter(self, t: float) -> int:
+        """The avatar counter the idle loop shows at media time `t`, as things stand now."""
+        return self._idle_counter(t)
+
     def _idle_counter(self, t: float) -> int:
         t0, p0 = self._idle_anchor
         counter = p0 + frame_index(t - t0, self.fps)

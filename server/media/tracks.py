@@ -1,12 +1,22 @@
-"""The session's aiortc tracks: audio and video paced by the one session clock."""
+"""The session's aiortc tracks: audio and video paced by the one session clock.
+
+Both hand aiortc encoded `av.Packet`s, which it only splits into RTP packets: Opus is
+encoded in the audio pool, VP8 in the video pool or taken from the avatar's shared idle
+loop (server/media/encoding.py, server/media/idle_share.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
 
+import av
 import numpy as np
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
@@ -21,68 +31,131 @@ from server.media.clock import (
     audio_frame_at_or_after,
     audio_frame_time,
 )
-from server.media.playout import Playout
+from server.media.idle_share import AvatarPictures, SharedIdleLoop
+from server.media.playout import Playout, VideoPick
+from server.media.video_encoder import Vp8FrameEncoder, yuv420p_frame
 
-# aiortc encodes and sends a frame after recv() returns and before it calls recv() again;
-# releasing frames that much early makes them leave at their media time, which is what
-# the receiver's RTCP-based sync sees. Smoothed, and capped so a stall cannot push it far.
+# aiortc sends a packet after recv() returns and before it calls recv() again, and the
+# tracks encode between waking and returning; releasing frames that much early makes them
+# leave at their media time, which is what the receiver's RTCP-based sync sees. Smoothed,
+# and capped so a stall cannot push it far.
 SEND_LATENCY_SMOOTHING = 0.1
 MAX_SEND_ADVANCE = 0.04
 
 _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
+OPUS = "audio/opus"
+VP8 = "video/vp8"
+SILENCE_SETTLE_FRAMES = 5
+"""Silent frames encoded before the encoder's silence packet is kept and sent as it is
+while the silence lasts: an idle session's audio then costs no encode at all."""
 
 
 class _PacedTrack(MediaStreamTrack):
-    """A track that releases each frame at its media time, early by the send latency."""
+    """A track that releases each frame at its media time, early by the send latency.
+
+    The latency is kept apart for frames it encodes and frames it takes ready-made (the
+    shared idle loop's), which leave almost at once: the next frame is released early by
+    the latency of the kind the last one was.
+    """
 
     def __init__(self, clock: SessionClock, monotonic: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.clock = clock
         self._monotonic = monotonic
-        self._returned_at: float | None = None
-        self.send_latency = 0.0
+        self._woke_at: float | None = None
+        self._latency = {True: 0.0, False: 0.0}  # by whether the frame was encoded here
+        self._last_encoded = True
         self.frames_sent = 0
+        self.codec: str | None = None
+        """The negotiated codec's MIME type, lower case (known once the sender starts)."""
+
+    @property
+    def send_latency(self) -> float:
+        """Seconds from releasing a frame to its having been sent, for frames it encodes."""
+        return self._latency[True]
 
     async def _release_at(self, media_time: float) -> None:
         if self.readyState != "live":
             raise MediaStreamError
         now = self._monotonic()
-        if self._returned_at is not None:
-            latency = min(now - self._returned_at, MAX_SEND_ADVANCE)
-            self.send_latency += SEND_LATENCY_SMOOTHING * (latency - self.send_latency)
-        await self.clock.sleep_until(media_time - self.send_latency)
+        kind = self._last_encoded
+        if self._woke_at is not None:
+            latency = min(now - self._woke_at, MAX_SEND_ADVANCE)
+            self._latency[kind] += SEND_LATENCY_SMOOTHING * (latency - self._latency[kind])
+        await self.clock.sleep_until(media_time - self._latency[kind])
         if self.readyState != "live":
             raise MediaStreamError
+        self._woke_at = self._monotonic()
 
-    def _returned(self) -> None:
-        self._returned_at = self._monotonic()
+    def _returned(self, encoded: bool = True) -> None:
+        self._last_encoded = encoded
         self.frames_sent += 1
 
 
 class AvatarAudioTrack(_PacedTrack):
-    """48 kHz mono, exactly 960 samples per frame, contiguous timestamps.
+    """48 kHz mono, exactly 960 samples per frame, contiguous timestamps, sent as Opus.
 
     Silence while idle, the utterance while speaking; the playout decides which.
     """
 
     kind = "audio"
 
-    def __init__(self, playout: Playout, clock: SessionClock) -> None:
+    def __init__(self, playout: Playout, clock: SessionClock, executor: Executor | None = None) -> None:
         super().__init__(clock)
         self.playout = playout
+        self._executor = executor
+        self._encoder = OpusEncoder()  # aiortc's own: the stream is what it would send
+        self._encoded = 0  # frames given to the encoder: its input's contiguous timestamps
+        self._silent_run = 0
+        self._silence: bytes | None = None
         self._next: int | None = None
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> av.Packet | AudioFrame:  # type: ignore[override]
         if self._next is None:
             self._next = audio_frame_at_or_after(self.clock.now())
+        if self.codec not in (None, OPUS):
+            return await self._frame_for_aiortc()
+        while True:
+            n = self._next
+            self._next += 1
+            await self._release_at(audio_frame_time(n))
+            samples = self.playout.audio_frame(n)
+            if samples is None:
+                self._silent_run += 1
+                if self._silence is not None and self._silent_run > SILENCE_SETTLE_FRAMES:
+                    payload = self._silence
+                    break
+                pcm = _SILENCE
+            else:
+                self._silent_run = 0
+                pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
+            frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame.sample_rate = AUDIO_SAMPLE_RATE
+            frame.pts = self._encoded * AUDIO_SAMPLES_PER_FRAME
+            frame.time_base = AUDIO_TIME_BASE
+            self._encoded += 1
+            payloads, _ = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._encoder.encode, frame
+            )
+            if payloads:  # 960 samples in give one 20 ms Opus packet out
+                payload = payloads[0]
+                if self._silent_run == SILENCE_SETTLE_FRAMES:
+                    self._silence = payload
+                break
+        packet = av.Packet(payload)
+        packet.pts = n * AUDIO_SAMPLES_PER_FRAME
+        packet.time_base = AUDIO_TIME_BASE
+        self._returned()
+        return packet
+
+    async def _frame_for_aiortc(self) -> AudioFrame:
+        """A frame for aiortc to encode itself (a codec other than Opus: PCMU, PCMA)."""
+        assert self._next is not None
         n = self._next
         self._next += 1
         await self._release_at(audio_frame_time(n))
         samples = self.playout.audio_frame(n)
-        if samples is None:
-            pcm = _SILENCE
-        else:
-            pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
+        pcm = _SILENCE if samples is None else np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
         frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = AUDIO_SAMPLE_RATE
         frame.pts = n * AUDIO_SAMPLES_PER_FRAME
@@ -92,7 +165,11 @@ class AvatarAudioTrack(_PacedTrack):
 
 
 class AvatarVideoTrack(_PacedTrack):
-    """Video at `playback_fps`: the idle loop, or the rendered frame for the audio's time."""
+    """Video at `playback_fps`: the idle loop, or the rendered frame for the audio's time.
+
+    Sent as VP8 from its own encoder, or, while idle, from the avatar's `idle_loop` once
+    joined at one of its keyframes (server/media/idle_share.py).
+    """
 
     kind = "video"
 
@@ -100,20 +177,47 @@ class AvatarVideoTrack(_PacedTrack):
         self,
         playout: Playout,
         clock: SessionClock,
-        avatar_frames: np.ndarray,
+        pictures: AvatarPictures,
         playback_fps: float,
-        output_height: int | None = None,
+        executor: Executor | None = None,
+        idle_loop: SharedIdleLoop | None = None,
     ) -> None:
         super().__init__(clock)
         self.playout = playout
-        self.avatar_frames = avatar_frames
+        self.pictures = pictures
+        self.avatar_frames = pictures.frames
         self.playback_fps = playback_fps
-        self.output_size = _scaled_size(avatar_frames.shape, output_height)
+        self.output_size = pictures.size
         """(width, height) frames are scaled to; None: the avatar's own size."""
         self.frames_skipped = 0
+        self.frames_shared = 0
+        """Frames sent from the shared idle loop rather than encoded for this viewer."""
+        self.loop_switches = 0
+        """Switches between the shared loop and the track's own encoder, both ways."""
+        self.keyframe_requests = 0
+        self._executor = executor
+        self._idle_loop = idle_loop
+        self._encoder = Vp8FrameEncoder()
+        self.sender: Any = None
+        """Its aiortc RTCRtpSender, whose (idle) encoder receives the receiver's REMB."""
+        self._keyframe_wanted = False
+        self._shared: tuple[int, int] | None = None  # (variant, position - frame), while joined
+        self._last_frame = -1
+        # Where to join the loop: (variant, offset, frame); variant None: nothing matched.
+        self._plan: tuple[int | None, int, int] | None = None
+        self._last_image: tuple[Any, VideoFrame] | None = None  # a rendered frame, converted
         self._next: int | None = None
 
-    async def recv(self) -> VideoFrame:
+    @property
+    def keyframes_encoded(self) -> int:
+        return self._encoder.keyframes
+
+    def request_keyframe(self) -> None:
+        """The receiver lost the picture (PLI/FIR): the next frame is a keyframe."""
+        self.keyframe_requests += 1
+        self._keyframe_wanted = True
+
+    async def recv(self) -> av.Packet | VideoFrame:  # type: ignore[override]
         now_index = math.floor(self.clock.now() * self.playback_fps + TIME_EPSILON)
         if self._next is None:
             self._next = now_index + 1
@@ -128,20 +232,120 @@ class AvatarVideoTrack(_PacedTrack):
         # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
         # that time, so the picture is never more than half a frame early or late.
         pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
-        image = pick.image if pick.image is not None else self.avatar_frames[pick.avatar_index]
-        frame = VideoFrame.from_ndarray(image, format="rgb24")
-        if self.output_size is not None:
-            frame = frame.reformat(width=self.output_size[0], height=self.output_size[1])
+        if self.codec not in (None, VP8):
+            return self._frame_for_aiortc(pick, t)
+        data = shared = self._from_shared_loop(k, pick)
+        if shared is None:
+            keyframe, self._keyframe_wanted = self._keyframe_wanted, False
+            data = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._encode, pick, round(t * VIDEO_CLOCK_RATE), keyframe
+            )
+        else:
+            self.frames_shared += 1
+        self._last_frame = k
+        packet = av.Packet(data)
+        packet.pts = round(t * VIDEO_CLOCK_RATE)
+        packet.time_base = VIDEO_TIME_BASE
+        self._returned(encoded=shared is None)
+        return packet
+
+    def _frame_for_aiortc(self, pick: VideoPick, t: float) -> VideoFrame:
+        """A frame for aiortc to encode itself (a codec other than VP8: H.264)."""
+        if pick.image is None:
+            frame = VideoFrame.from_ndarray(self.pictures.yuv(pick.avatar_index), format="yuv420p")
+        else:
+            frame = VideoFrame.from_ndarray(pick.image, format="rgb24")
+            if self.output_size is not None:
+                frame = frame.reformat(width=self.output_size[0], height=self.output_size[1])
         frame.pts = round(t * VIDEO_CLOCK_RATE)
         frame.time_base = VIDEO_TIME_BASE
+        self._last_frame = -1
         self._returned()
         return frame
 
+    def _encode(self, pick: VideoPick, pts: int, keyframe: bool) -> bytes:
+        """Encode `pick` with the track's own encoder (in the video pool, one call at a time:
+        the converted frame it keeps is this thread's while it encodes)."""
+        if pick.image is None:
+            yuv = self.pictures.yuv(pick.avatar_index)
+        elif self._last_image is not None and self._last_image[0] is pick.image:
+            yuv = self._last_image[1]  # repeated at playback_fps > fps: converted once
+        else:
+            yuv = yuv420p_frame(pick.image, self.output_size)
+            self._last_image = (pick.image, yuv)
+        data, _ = self._encoder.encode(yuv, pts, keyframe, self._wanted_bitrate())
+        return data
 
-def _scaled_size(shape: tuple[int, ...], height: int | None) -> tuple[int, int] | None:
-    """Frames of `shape` (frames, h, w, 3) scaled to `height`, the width kept in proportion
-    (both even, as encoders want); None when there is nothing to scale."""
-    if height is None or height == shape[1]:
+    def _wanted_bitrate(self) -> int | None:
+        # aiortc gives a REMB's bitrate to the encoder of the sender (which this track's
+        # packets leave unused), clamped to its range; read it there (aiortc private).
+        encoder = getattr(self.sender, "_RTCRtpSender__encoder", None)
+        return getattr(encoder, "target_bitrate", None)
+
+    def _from_shared_loop(self, k: int, pick: VideoPick) -> bytes | None:
+        """The shared loop's packet for frame `k`, if this frame may come from it."""
+        loop = self._idle_loop
+        if loop is None or not loop.ready or pick.image is not None or pick.speaking:
+            self._leave_shared_loop()
+            self._plan = None
+            return None
+        if self._shared is not None:
+            variant, offset = self._shared
+            q = k + offset
+            fits = loop.picture(variant, q) == pick.avatar_index
+            if k == self._last_frame + 1 and not self._keyframe_wanted and fits:
+                return loop.packet(variant, q)
+            self._leave_shared_loop()
+            return None
+        if self.playout.utterance is not None:  # pending: the idle loop is about to stop
+            self._plan = None
+            return None
+        if self._plan is None or k > self._plan[2]:
+            self._plan = self._plan_join(loop, k)
+        variant, offset, join = self._plan
+        if variant is None or k < join:
+            return None
+        q = k + offset
+        if loop.is_keyframe(variant, q) and loop.picture(variant, q) == pick.avatar_index:
+            self._shared = (variant, offset)
+            self._keyframe_wanted = False
+            self.loop_switches += 1
+            return loop.packet(variant, q)
+        self._plan = None
         return None
-    width = max(2, round(shape[2] * height / shape[1] / 2) * 2)
-    return width, max(2, height // 2 * 2)
+
+    def _plan_join(self, loop: SharedIdleLoop, k: int) -> tuple[int | None, int, int]:
+        frames = range(k, k + loop.rate_period + 1)
+        counters = [self.playout.idle_counter((j + 0.5) / self.playback_fps) for j in frames]
+        plan = loop.plan(counters, k)
+        # No match (cannot happen for a steady idle loop): look again a keyframe later.
+        return plan if plan is not None else (None, 0, k + loop.keyframe_interval)
+
+    def _leave_shared_loop(self) -> None:
+        if self._shared is not None:
+            self._shared = None
+            self._keyframe_wanted = True  # the receiver holds the loop's pictures, not ours
+            self.loop_switches += 1
+
+
+def attach_sender(sender: Any, track: AvatarAudioTrack | AvatarVideoTrack) -> None:
+    """Tell `track` its aiortc RTCRtpSender's codec when it starts (it encodes Opus and VP8
+    itself and hands aiortc frames for any other codec), and make the receiver's PLI/FIR
+    (and REMB) reach a video track: aiortc only honours them when it encodes (its
+    `RTCRtpSender._send_keyframe`). aiortc private attributes; aiortc 1.16."""
+    start = sender.send
+
+    async def send(parameters: Any) -> None:
+        track.codec = parameters.codecs[0].mimeType.lower()
+        await start(parameters)
+
+    sender.send = send
+    if isinstance(track, AvatarVideoTrack):
+        aiortc_keyframe = sender._send_keyframe
+
+        def keyframe() -> None:
+            aiortc_keyframe()  # for aiortc's own encoder, when the codec is not VP8
+            track.request_keyframe()
+
+        sender._send_keyframe = keyframe
+        track.sender = sender

@@ -9,6 +9,7 @@ from contextlib import suppress
 from server.avatars.store import AvatarStore
 from server.capacity import DEFAULT_SHAPE, StreamShape
 from server.lipsync.worker import LipSyncWorker
+from server.media.encoding import MediaEncoding
 from server.metrics import ServerMetrics
 from server.memory import FreedMemory
 from server.sessions.admission import REASON_SESSION_LIMIT, AdmissionControl
@@ -49,6 +50,8 @@ class SessionRegistry:
         before the first await, so that creations arriving together cannot overshoot it."""
         self._closing = False
         self._freed = FreedMemory()
+        self._media = MediaEncoding()
+        """The encoding pools and shared idle loops all sessions use."""
         self._reaper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -92,7 +95,7 @@ class SessionRegistry:
                 raise TooManySessionsError("The server is shutting down; try another one or later.")
             session = Session(
                 params, avatar, self._worker, self._settings, on_lost=self._lost,
-                metrics=self._metrics, admission=self.admission,
+                metrics=self._metrics, admission=self.admission, media=self._media,
             )
         except BaseException:
             self._avatars.release(params.avatar_id)
@@ -143,6 +146,7 @@ class SessionRegistry:
             return_exceptions=True,
         )
         await self._freed.close()
+        self._media.close()
 
     async def _lost(self, session: Session, reason: str) -> None:
         if self._sessions.get(session.id) is session:

@@ -24,8 +24,10 @@ from server.media.playout import Playout, PlayoutEvent, PlayoutEventKind, SyncSe
 from server.media.candidates import RTP_COMPONENT, parse_candidate
 from server.media.offer import OfferSummary, check_offer
 from server.media.rtc import restrict_host_addresses, rtc_configuration
-from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack
+from server.media.encoding import MediaEncoding
+from server.media.tracks import AvatarAudioTrack, AvatarVideoTrack, attach_sender
 from server.media.utterance import Utterance
+from server.media.video_encoder import scaled_size
 from server.metrics import ServerMetrics
 from server.node_ids import node_scoped
 from server.sessions.admission import AdmissionControl
@@ -99,6 +101,7 @@ class Session:
         on_lost: Callable[[Session, str], Awaitable[None]],
         metrics: ServerMetrics | None = None,
         admission: AdmissionControl | None = None,
+        media: MediaEncoding | None = None,
     ) -> None:
         self.id = node_scoped(settings.node_id, secrets.token_urlsafe(12))
         # Lines about this session carry its id as a field (LOG_FORMAT=json).
@@ -109,6 +112,8 @@ class Session:
         self.ice_servers = SessionIceServers(settings, self.id)
         """What its clients are told to use, and what its own peer connections use."""
         self.avatar = avatar
+        self._media = media or MediaEncoding(video_threads=1)
+        self._owns_media = media is None  # made on its own (tests): its pools are its own
         self.created_at = time.time()
         self.last_activity = time.monotonic()
         self._worker = worker
@@ -234,8 +239,15 @@ class Session:
                 "video_send_latency_ms": round(self._video.send_latency * 1000, 2)
                 if self._video
                 else None,
+                "video_frames_shared": self._video.frames_shared if self._video else 0,
+                "video_keyframe_requests": self._video.keyframe_requests if self._video else 0,
             },
         }
+
+    @property
+    def video_track(self) -> AvatarVideoTrack | None:
+        """The video track of the current connection, if any."""
+        return self._video
 
     # --- signalling ----------------------------------------------------------------------
 
@@ -293,13 +305,9 @@ class Session:
         pc.on("datachannel", self._on_datachannel)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            audio = AvatarAudioTrack(self.playout, self.clock)
-            video = AvatarVideoTrack(
-                self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps,
-                self.output_height,
-            )
-            pc.addTrack(audio)
-            pc.addTrack(video)
+            audio, video = self._make_tracks()
+            attach_sender(pc.addTrack(audio), audio)
+            attach_sender(pc.addTrack(video), video)
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
             await pc.setLocalDescription(await pc.createAnswer())
             sending = {
@@ -329,8 +337,8 @@ class Session:
         async with self._negotiation:
             pc = await self._new_connection()
             self._new_tracks()
-            pc.addTransceiver(self._audio, direction="sendonly")
-            pc.addTransceiver(self._video, direction="sendonly")
+            attach_sender(pc.addTransceiver(self._audio, direction="sendonly").sender, self._audio)
+            attach_sender(pc.addTransceiver(self._video, direction="sendonly").sender, self._video)
             self._add_channel(pc.createDataChannel(channel_label), dialect)
             restrict_host_addresses(pc, self._settings.ice_host_addresses)
             try:
@@ -424,11 +432,19 @@ class Session:
         return pc
 
     def _new_tracks(self) -> None:
-        self._audio = AvatarAudioTrack(self.playout, self.clock)
-        self._video = AvatarVideoTrack(
-            self.playout, self.clock, self.avatar.avatar.frames, self.params.playback_fps,
-            self.output_height,
+        self._audio, self._video = self._make_tracks()
+
+    def _make_tracks(self) -> tuple[AvatarAudioTrack, AvatarVideoTrack]:
+        media = self._media
+        avatar = self.avatar.avatar
+        size = scaled_size(avatar.frames.shape, self.output_height)
+        audio = AvatarAudioTrack(self.playout, self.clock, media.audio_executor)
+        video = AvatarVideoTrack(
+            self.playout, self.clock, media.idle_loops.pictures(avatar, size),
+            self.params.playback_fps, media.video_executor,
+            media.idle_loops.loop(avatar, self.params.fps, self.params.playback_fps, size),
         )
+        return audio, video
 
     # --- speech --------------------------------------------------------------------------
 
@@ -608,6 +624,8 @@ class Session:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         self.events.close()
+        if self._owns_media:
+            self._media.close()
         self._log.info("session %s closed: %s", self.id, reason)
 
     def _check_open(self) -> None:
