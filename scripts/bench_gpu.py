@@ -52,7 +52,7 @@ from typing import Any
 import httpx
 import torch
 
-from benchkit import RESULTS_DIR, ROOT, print_table, server_process
+from benchkit import RESULTS_DIR, ROOT, UNLIMITED_CAPACITY, print_table, server_process
 from sessionload import speak_together
 from server.lipsync.demo.face import build_demo_avatar
 from server.lipsync.engine import Avatar, RenderRequest
@@ -459,6 +459,7 @@ def musetalk_server(plan: Plan, folder: Path, sessions: int) -> Iterator[Any]:
         "MODELS_DIR": str(folder / "models"),
         "AVATARS_DIR": str(folder / "avatars"),
         "MAX_SESSIONS": str(sessions + 1),
+        **UNLIMITED_CAPACITY,  # this benchmark finds the capacity: nothing may refuse before
     }
     if plan.server_max_batch:
         env["LIPSYNC_MAX_BATCH"] = str(plan.server_max_batch)

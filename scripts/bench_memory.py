@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from benchkit import print_table, server_process, write_json
+from benchkit import UNLIMITED_CAPACITY, print_table, server_process, write_json
 from tests.webrtc_client import ClientPeer
 
 SAMPLE_INTERVAL_SECONDS = 0.2
@@ -79,6 +79,7 @@ async def wait_for_no_sessions(http: httpx.AsyncClient, settle: float) -> None:
 
 async def run(args: argparse.Namespace) -> dict:
     env = dict(item.split("=", 1) for item in args.env)
+    env = {**UNLIMITED_CAPACITY, **env}
     env.setdefault("MAX_SESSIONS", str(max(args.sessions, 16)))
     env.setdefault("RATE_LIMIT_CREATE_BURST", "0")
     with server_process(env) as server:

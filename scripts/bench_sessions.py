@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from benchkit import CLOCK_TICKS, ServerProcess, print_table, server_process, write_json
+from benchkit import CLOCK_TICKS, UNLIMITED_CAPACITY, ServerProcess, print_table, server_process, write_json
 from sessionload import ArrivalPeer, speak_together
 from tests.audio_files import encode, speech_like
 
@@ -166,7 +166,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         audio.write_bytes(encode(speech_like(UTTERANCE_SECONDS), "wav"))
         short = Path(folder) / "short.wav"
         short.write_bytes(encode(speech_like(WARM_UP_SECONDS), "wav"))
-        env = {"LIPSYNC_ENGINE": "demo", "MAX_SESSIONS": str(max(counts + [args.idle_sessions]) + 2)}
+        env = {  # admission control out of the way: this measures where real time breaks
+            "LIPSYNC_ENGINE": "demo", "MAX_SESSIONS": str(max(counts + [args.idle_sessions]) + 2),
+            **UNLIMITED_CAPACITY,
+        }
         with server_process(env) as server:
             for name in filter(None, args.settings.split(",")):
                 results["settings"][name] = await run_setting(server, name, counts, audio, short)

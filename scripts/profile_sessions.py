@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import print_table, server_process, write_json
+from benchkit import UNLIMITED_CAPACITY, print_table, server_process, write_json
 from sessionload import speak_together
 from tests.audio_files import encode, speech_like
 
@@ -66,7 +66,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         audio = Path(folder) / "speech.wav"
         audio.write_bytes(encode(speech_like(args.seconds), "wav"))
         raw = Path(folder) / "stacks.txt"
-        with server_process({"LIPSYNC_ENGINE": "demo", "MAX_SESSIONS": str(args.sessions + 2)}) as server:
+        with server_process(
+            {"LIPSYNC_ENGINE": "demo", "MAX_SESSIONS": str(args.sessions + 2), **UNLIMITED_CAPACITY}
+        ) as server:
             await speak_together(server.url, 1, 1, params, audio, args.seconds)  # warm up
             record = subprocess.Popen(
                 [spy, "record", "--pid", str(server.process.pid), "--rate", str(SAMPLE_RATE), "--format", "raw",
