@@ -175,8 +175,10 @@ class Settings:
     # Decoding untrusted media in worker processes (README, "Isolation")
     decode_workers: int = _env("DECODE_WORKERS", default=2)
     """Worker processes that decode audio uploads."""
-    decode_max_in_flight: int = _env("DECODE_MAX_IN_FLIGHT", default=8)
-    """Audio decodes running or waiting for a worker, server-wide; beyond: 503."""
+    decode_max_in_flight: int = _env("DECODE_MAX_IN_FLIGHT", default=24)
+    """Audio decodes running or waiting for a worker (and streamed MP3 or Ogg, each in a
+    worker of its own while it lasts), server-wide; beyond: 503. Room for every session of
+    a full 2-core box to upload at the same instant."""
     decode_max_memory_bytes: int = _env("DECODE_MAX_MEMORY_BYTES", default=1024 * 1024 * 1024)
     """Address space of an audio decode worker (RLIMIT_AS), its libraries (~210 MiB) included."""
     decode_cpu_seconds: float = _env("DECODE_CPU_SECONDS", default=10.0)

@@ -33,7 +33,7 @@ from server.media.clock import (
 )
 from server.media.idle_share import AvatarPictures, SharedIdleLoop
 from server.media.playout import Playout, VideoPick
-from server.media.video_encoder import Vp8FrameEncoder, yuv420p_frame
+from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
 
 # aiortc sends a packet after recv() returns and before it calls recv() again, and the
 # tracks encode between waking and returning; releasing frames that much early makes them
@@ -205,7 +205,7 @@ class AvatarVideoTrack(_PacedTrack):
         self._last_frame = -1
         # Where to join the loop: (variant, offset, frame); variant None: nothing matched.
         self._plan: tuple[int | None, int, int] | None = None
-        self._last_image: tuple[Any, VideoFrame] | None = None  # a rendered frame, converted
+        self._last_image: tuple[Any, np.ndarray] | None = None  # a rendered frame, converted
         self._next: int | None = None
 
     @property
@@ -271,7 +271,7 @@ class AvatarVideoTrack(_PacedTrack):
         elif self._last_image is not None and self._last_image[0] is pick.image:
             yuv = self._last_image[1]  # repeated at playback_fps > fps: converted once
         else:
-            yuv = yuv420p_frame(pick.image, self.output_size)
+            yuv = to_yuv420p(pick.image, self.output_size)
             self._last_image = (pick.image, yuv)
         data, _ = self._encoder.encode(yuv, pts, keyframe, self._wanted_bitrate())
         return data

@@ -9,7 +9,7 @@ from server.settings import Settings, SettingsError
 
 def test_decode_limits_have_safe_defaults() -> None:
     settings = Settings.from_env({})
-    assert (settings.decode_workers, settings.decode_max_in_flight) == (2, 8)
+    assert (settings.decode_workers, settings.decode_max_in_flight) == (2, 24)
     assert settings.decode_max_memory_bytes == 1024**3
     assert (settings.decode_cpu_seconds, settings.decode_timeout_seconds) == (10.0, 20.0)
     assert (settings.decode_max_sample_rate, settings.decode_max_channels) == (192_000, 32)
