@@ -123,9 +123,11 @@ class Settings:
     """Converting and VP8-encoding one 512x512 frame (when not calibrated)."""
     capacity_audio_core_share: float = _env("CAPACITY_AUDIO_CORE_SHARE", default=0.02)
     """Share of a core one session's Opus stream takes (when not calibrated)."""
-    capacity_idle_encode_share: float = _env("CAPACITY_IDLE_ENCODE_SHARE", default=1.0)
-    """What an idle session's video costs, as a share of a speaking one's encoding
-    (1: its idle loop is encoded for it alone)."""
+    capacity_idle_encode_share: float = _env("CAPACITY_IDLE_ENCODE_SHARE", default=0.3)
+    """What an idle session's video costs, as a share of a speaking one's encoding. Idle
+    viewers share one encoding of their avatar's loop (server/media/idle_share.py): what
+    is left is sending its packets, ~1.4% of a core per idle session against ~5% for a
+    speaking one's encode and send at 15 fps (scripts/bench_sessions.py)."""
     capacity_speaking_share: float = _env("CAPACITY_SPEAKING_SHARE", default=1.0)
     """Share of the admitted sessions a new session's admission expects to speak at once:
     1 admits only sessions that could all speak together; lower overbooks, and speech

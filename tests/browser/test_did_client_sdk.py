@@ -18,9 +18,8 @@ import pytest
 
 from tests.browser.conftest import why_browser_tests_cannot_run
 from tests.browser.player_page import VIEWPORT, decode_png
-from tests.browser.test_whep_player import PageSite, _cannot_run
-from tests.conftest import make_settings
-from tests.live_server import NETNS_HOST_ADDRESS, LiveServer
+from tests.browser.page_site import PageSite, cannot_run, server_for
+from tests.live_server import LiveServer
 from tests.server_process import ROOT
 from tests.webrtc_client import mouth_dark_share
 
@@ -64,6 +63,10 @@ try {
 """
 
 
+def _cannot_run(reason: str) -> None:
+    cannot_run("D-ID client SDK test", reason)
+
+
 @pytest.fixture(scope="module")
 def site() -> Iterator[PageSite]:
     reason = why_browser_tests_cannot_run()
@@ -81,12 +84,8 @@ def site() -> Iterator[PageSite]:
 
 @pytest.fixture(scope="module")
 def server(site: PageSite) -> Iterator[LiveServer]:
-    settings = make_settings(
-        ice_host_addresses=(NETNS_HOST_ADDRESS,), api_keys=(KEY,), cors_allow_origins=(site.origin,)
-    )
-    live = LiveServer(settings).start()
-    yield live
-    live.stop()
+    with server_for(site, KEY) as live:
+        yield live
 
 
 class SdkTab:

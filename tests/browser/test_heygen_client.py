@@ -12,7 +12,6 @@ was entered); any other host is blocked.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,9 +21,8 @@ import pytest
 
 from tests.browser.conftest import why_browser_tests_cannot_run
 from tests.browser.player_page import VIEWPORT, decode_png
-from tests.browser.test_whep_player import PageSite
-from tests.conftest import make_settings
-from tests.live_server import NETNS_HOST_ADDRESS, LiveServer
+from tests.browser.page_site import PageSite, cannot_run, server_for
+from tests.live_server import LiveServer
 from tests.server_process import ROOT
 from tests.webrtc_client import mouth_dark_share
 
@@ -93,9 +91,7 @@ try {
 
 
 def _cannot_run(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the HeyGen client test, but {reason}")
-    pytest.skip(reason)
+    cannot_run("HeyGen client test", reason)
 
 
 def sdk_files() -> dict[str, str]:
@@ -124,12 +120,8 @@ def site() -> Iterator[PageSite]:
 
 @pytest.fixture(scope="module")
 def keyed_server(site: PageSite) -> Iterator[LiveServer]:
-    settings = make_settings(
-        ice_host_addresses=(NETNS_HOST_ADDRESS,), api_keys=(KEY,), cors_allow_origins=(site.origin,)
-    )
-    server = LiveServer(settings).start()
-    yield server
-    server.stop()
+    with server_for(site, KEY) as live:
+        yield live
 
 
 class HeygenTab:

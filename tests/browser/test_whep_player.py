@@ -9,10 +9,7 @@ is blocked.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +18,9 @@ import pytest
 
 from tests.audio_files import encode, speech_like
 from tests.browser.conftest import why_browser_tests_cannot_run
+from tests.browser.page_site import PageSite, cannot_run, server_for
 from tests.browser.player_page import VIEWPORT, decode_png
-from tests.conftest import make_settings
-from tests.live_server import NETNS_HOST_ADDRESS, LiveServer
+from tests.live_server import LiveServer
 from tests.server_process import ROOT
 from tests.webrtc_client import mouth_dark_share
 
@@ -104,39 +101,7 @@ PAGES = {"whip-whep": WHIP_WHEP_PAGE, "eyevinn": EYEVINN_PAGE}
 
 
 def _cannot_run(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the WHEP player test, but {reason}")
-    pytest.skip(reason)
-
-
-class PageSite:
-    """The players' web site: the pages and the packages' files, on an origin of its own."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                body = files.get(self.path.lstrip("/").split("?", 1)[0])
-                if body is None:
-                    self.send_error(404)
-                    return
-                kind = "text/html" if self.path.endswith(".html") else "text/javascript"
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((NETNS_HOST_ADDRESS, 0), Handler)
-        self.origin = f"http://{NETNS_HOST_ADDRESS}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    cannot_run("WHEP player test", reason)
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +123,8 @@ def site() -> Iterator[PageSite]:
 
 @pytest.fixture(scope="module")
 def keyed_server(site: PageSite) -> Iterator[LiveServer]:
-    settings = make_settings(
-        ice_host_addresses=(NETNS_HOST_ADDRESS,), api_keys=(KEY,), cors_allow_origins=(site.origin,)
-    )
-    server = LiveServer(settings).start()
-    yield server
-    server.stop()
+    with server_for(site, KEY) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
