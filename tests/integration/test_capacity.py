@@ -21,7 +21,8 @@ from server.settings import Settings
 from tests.conftest import make_settings, running_app
 from tests.integration.test_busy_policy import connected_session, speak, tone
 
-IDLE = 15 + 0.02 / 0.006
+IDLE = 15 * make_settings().capacity_idle_encode_share + 0.02 / 0.006
+"""An idle session's encode load at playback 15 (frames/s), its Opus stream included."""
 
 
 def two_speakers(**overrides: object) -> Settings:
