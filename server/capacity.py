@@ -312,10 +312,14 @@ def capacity_model(settings: Settings, costs: FrameCosts) -> CapacityModel:
     )
 
 
-async def calibrate(worker: LipSyncWorker, avatar: LoadedAvatar) -> FrameCosts:
+async def calibrate(
+    worker: LipSyncWorker, avatar: LoadedAvatar, loop_seconds_per_frame: float = 0.0
+) -> FrameCosts:
     """This host's costs, measured with `avatar` (render on the worker's thread at its
     batch size, encoding in another thread), in CPU time where the work is the CPU's, so
-    that other load on a shared machine does not count as cost: about a second."""
+    that other load on a shared machine does not count as cost: about a second. The event
+    loop's work per frame sent, which a measurement off the loop cannot see, is
+    `loop_seconds_per_frame` (CAPACITY_LOOP_MS_PER_FRAME), added to the encode cost."""
     engine = worker.engine
     started = time.perf_counter()
     on_cpu = engine_renders_on_cpu(engine)
@@ -324,7 +328,7 @@ async def calibrate(worker: LipSyncWorker, avatar: LoadedAvatar) -> FrameCosts:
     audio = await asyncio.to_thread(measure_audio)
     costs = FrameCosts(
         render_seconds=max(render, MIN_COST_SECONDS),
-        encode_seconds=max(encode, MIN_COST_SECONDS),
+        encode_seconds=max(encode, MIN_COST_SECONDS) + loop_seconds_per_frame,
         audio_core_share=audio,
         reference_size=avatar.avatar.size,
         render_uses_cpu=on_cpu,
@@ -332,8 +336,8 @@ async def calibrate(worker: LipSyncWorker, avatar: LoadedAvatar) -> FrameCosts:
     )
     logger.info(
         "capacity calibrated in %.2f s on avatar %s (%dx%d): render %.2f ms/frame at batch %d, "
-        "convert + VP8 %.2f ms/frame, Opus %.1f%% of a core per session",
+        "convert + VP8 %.2f ms/frame (+ %.2f on the event loop), Opus %.1f%% of a core per session",
         time.perf_counter() - started, avatar.avatar.avatar_id, *avatar.avatar.size,
-        render * 1000, worker.max_batch, encode * 1000, audio * 100,
+        render * 1000, worker.max_batch, encode * 1000, loop_seconds_per_frame * 1000, audio * 100,
     )
     return costs

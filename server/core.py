@@ -119,7 +119,9 @@ class AvatarServer:
         try:
             drawn = await asyncio.to_thread(build_demo_avatar)
             avatar = await self.worker.call(self.engine.load_avatar, drawn)
-            costs = await calibrate(self.worker, avatar)
+            costs = await calibrate(
+                self.worker, avatar, self.settings.capacity_loop_ms_per_frame / 1000
+            )
         except Exception:
             logger.exception("capacity calibration failed; the configured costs are used")
             return

@@ -121,6 +121,10 @@ class Settings:
     """Engine time per frame at the worker's batch size (when not calibrated)."""
     capacity_encode_ms_per_frame: float = _env("CAPACITY_ENCODE_MS_PER_FRAME", default=6.0)
     """Converting and VP8-encoding one 512x512 frame (when not calibrated)."""
+    capacity_loop_ms_per_frame: float = _env("CAPACITY_LOOP_MS_PER_FRAME", default=1.0)
+    """The event loop's own work per video frame sent, its audio packets included (RTP,
+    SRTP, the socket, pacing): added to the calibrated encode cost, which cannot see it
+    (~1 ms on a 2-core box: scripts/bench_sessions.py, "loop ms per frame sent")."""
     capacity_audio_core_share: float = _env("CAPACITY_AUDIO_CORE_SHARE", default=0.02)
     """Share of a core one session's Opus stream takes (when not calibrated)."""
     capacity_idle_encode_share: float = _env("CAPACITY_IDLE_ENCODE_SHARE", default=0.3)
@@ -329,6 +333,7 @@ class Settings:
                 problems.append(f"{_env_name(name)} must be positive")
         for name in (
             "capacity_audio_core_share", "capacity_idle_encode_share", "capacity_cores",
+            "capacity_loop_ms_per_frame",
             "capacity_render_fps", "capacity_encode_fps",
         ):
             if getattr(self, name) < 0:
