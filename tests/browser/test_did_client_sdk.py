@@ -4,7 +4,7 @@ creates an agent stream, answers the server's offer over its `JanusDataChannel`,
 the idle avatar, speaks text (the mouth moves; the SDK reports TALKING then IDLE from the
 stream/started and stream/done events), interrupts, and disconnects (DELETE).
 
-The SDK's own files are served by the test (scripts/did_sdk.sh fetched them with npm
+The SDK's own files are served by the test (scripts/npm_packages.sh fetched them with npm
 before the network namespace was entered); any other host is blocked in the page.
 """
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.webrtc
 
-SDK = ROOT / ".cache" / "npm" / "d-id-client-sdk-2.0.10" / "dist"  # scripts/did_sdk.sh
+SDK = ROOT / ".cache" / "npm" / "d-id-client-sdk-2.0.10" / "dist"  # scripts/npm_packages.sh
 KEY = "did-sdk-browser-key-0123456789ab"
 TEXT = "Hello! I am your avatar, speaking through the D-ID client. How are you today?"
 OPEN_MOUTH = 0.2

@@ -5,7 +5,7 @@ API keys, with a token its backend got from `streaming.create_token` (never the 
 `createStartAvatar` connects and the idle avatar shows; `speak` makes the mouth
 move between the data channel's `avatar_start_talking` and `avatar_stop_talking`;
 `interrupt` ends the task early; `stopAvatar` ends the session. The package's own files
-are served by the test (scripts/heygen_sdk.sh fetched them before the network namespace
+are served by the test (scripts/npm_packages.sh fetched them before the network namespace
 was entered); any other host is blocked.
 """
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.webrtc
 
-SDK = ROOT / ".cache" / "npm" / "heygen-streaming-avatar-1.0.16"  # scripts/heygen_sdk.sh
+SDK = ROOT / ".cache" / "npm" / "heygen-streaming-avatar-1.0.16"  # scripts/npm_packages.sh
 KEY = "heygen-browser-key-0123456789abcdef"
 SENTENCE = "Hello there. I am the avatar, speaking through HeyGen's own client library."
 LONG_TEXT = " ".join([SENTENCE] * 4)

@@ -3,7 +3,7 @@
 server with API keys, it connects with the session's token as Bearer, trickles with
 PATCH, shows the idle avatar, the mouth moves when the session speaks, and stopping it
 DELETEs the resource. The package's own files are served by the test (scripts/
-whep_players.sh fetched them before the network namespace was entered); any other host
+npm_packages.sh fetched them before the network namespace was entered); any other host
 is blocked.
 """
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.webrtc
 
-NPM = ROOT / ".cache" / "npm"  # scripts/whep_players.sh
+NPM = ROOT / ".cache" / "npm"  # scripts/npm_packages.sh
 KEY = "whep-browser-key-0123456789abcdef"
 
 # Before the page's scripts: the stream of each track the page's peer connections get
