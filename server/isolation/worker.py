@@ -25,10 +25,12 @@ from typing import Any  # noqa: E402
 
 from server.refusal import Refusal  # noqa: E402
 
-# glibc gives each thread that allocates a 64 MiB malloc arena of address space; a few
-# arenas are enough for a decoder and keep RLIMIT_AS a limit on memory rather than on threads.
+# glibc gives each thread that allocates a malloc arena of its own, reserving 64 MiB of
+# address space (128 MiB for a moment, to align it). One arena, the main one, is enough
+# for a decoder's two threads and keeps RLIMIT_AS a limit on memory rather than on
+# threads: with two, a decoder thread's arena failed at random near the limit (EAGAIN).
 M_ARENA_MAX = -8
-MALLOC_ARENAS = 2
+MALLOC_ARENAS = 1
 CRASH_ON_PURPOSE = b"\x00avatar-server: abort this decode worker\x00"
 """Tests only: a task whose first argument is exactly these bytes aborts its worker (a
 stand-in for a decoder bug), so that recovery is tested on a real crash, end to end."""
