@@ -31,24 +31,34 @@ NTP_UNIX_OFFSET = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix
 MOUTH_BOX = (200, 300, 312, 390)  # x1, y1, x2, y2
 # Mouth interior is dark red; skin, lips and teeth are all much brighter than this.
 DARK_LUMA = 90
+RTP_ARRIVALS_KEPT = 512
 
 
 @dataclass
 class VideoSample:
     pts: int
     arrival: float
+    """When aiortc's receiver handed the decoded frame over: its jitter buffer releases a
+    frame only once the next frame's first packet is in (a playback frame later)."""
     mouth_dark: float
     """Share of dark pixels in the mouth box: near 0 closed, well above when open."""
     thumbnail: np.ndarray
     """A coarse grey copy of the whole frame, to tell idle frames apart."""
     image: np.ndarray | None = None
+    packets_in: float | None = None
+    """When the frame's last RTP packet arrived: when a receiver that decodes a frame on
+    its marker bit (a browser) has it."""
 
 
 @dataclass
 class AudioSample:
     pts: int
     arrival: float
+    """When aiortc's receiver handed the decoded frame over: its audio jitter buffer holds
+    4 packets (80 ms) before it lets the first one out."""
     samples: np.ndarray  # float32 mono
+    packets_in: float | None = None
+    """When the frame's RTP packet arrived."""
 
 
 @dataclass
@@ -103,6 +113,7 @@ class ClientPeer:
         self.received = Received()
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
+        self._rtp_arrivals: dict[str, dict[int, float]] = {}
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     @property
@@ -136,6 +147,7 @@ class ClientPeer:
         response.raise_for_status()
         answer = response.json()
         self._hook_sender_reports()
+        self._hook_rtp_arrivals()
         await pc.setRemoteDescription(RTCSessionDescription(**answer))
         for candidate in candidates:
             response = await self.http.post(
@@ -192,6 +204,7 @@ class ClientPeer:
                         mouth_dark_share(image),
                         thumbnail.astype(np.float32),
                         image if self.keep_images else None,
+                        self._packets_in("video", frame.pts),
                     )
                 )
         except MediaStreamError:
@@ -204,7 +217,9 @@ class ClientPeer:
                 data = frame.to_ndarray().astype(np.float32) / 32768.0
                 channels = len(frame.layout.channels)
                 mono = data.reshape(-1, channels).mean(axis=1) if channels > 1 else data.reshape(-1)
-                self.received.audio.append(AudioSample(frame.pts, time.monotonic(), mono))
+                self.received.audio.append(
+                    AudioSample(frame.pts, time.monotonic(), mono, self._packets_in("audio", frame.pts))
+                )
         except MediaStreamError:
             pass
 
@@ -216,6 +231,32 @@ class ClientPeer:
                 self.received.video_rtp_origin = origin
             else:
                 self.received.audio_rtp_origin = origin
+
+    def _packets_in(self, kind: str, pts: int) -> float | None:
+        """When the last RTP packet of the frame aiortc decoded as `pts` arrived."""
+        transceiver = next((t for t in self.pc.getTransceivers() if t.kind == kind), None)
+        if transceiver is None:
+            return None
+        origin = getattr(transceiver.receiver._RTCRtpReceiver__timestamp_mapper, "_origin", None)
+        if origin is None:
+            return None
+        return self._rtp_arrivals[kind].pop((pts + origin) % 2**32, None)
+
+    def _hook_rtp_arrivals(self) -> None:
+        """Note when each RTP timestamp's last packet arrives (before any jitter buffer)."""
+        for transceiver in self.pc.getTransceivers():
+            receiver = transceiver.receiver
+            arrivals = self._rtp_arrivals.setdefault(transceiver.kind, {})
+            original = receiver._handle_rtp_packet
+
+            async def note(packet: Any, arrival_time_ms: int, _original: Any = original,
+                           _arrivals: dict[int, float] = arrivals) -> None:
+                _arrivals[packet.timestamp] = time.monotonic()
+                if len(_arrivals) > RTP_ARRIVALS_KEPT:  # frames never decoded: forget them
+                    del _arrivals[next(iter(_arrivals))]
+                await _original(packet, arrival_time_ms)
+
+            receiver._handle_rtp_packet = note
 
     def _hook_sender_reports(self) -> None:
         for transceiver in self.pc.getTransceivers():

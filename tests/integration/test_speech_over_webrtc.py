@@ -77,6 +77,17 @@ async def test_idle_then_speech_in_sync_then_idle(http: httpx.AsyncClient, fps: 
         await peer.close()
 
     received = peer.received
+    # When each frame's packets came in, as the benchmarks time arrivals: before aiortc
+    # hands the frame over, a video frame when the next one's first packet is in (a
+    # playback frame later), audio 4 packets (80 ms) later.
+    video_in = [v for v in received.video if v.packets_in is not None]
+    audio_in = [a for a in received.audio if a.packets_in is not None]
+    assert len(video_in) >= len(received.video) - 2 and len(audio_in) >= len(received.audio) - 2
+    assert all(v.packets_in <= v.arrival for v in video_in)
+    assert all(a.packets_in <= a.arrival for a in audio_in)
+    assert np.median([v.arrival - v.packets_in for v in video_in]) == pytest.approx(frame, abs=0.4 * frame)
+    assert np.median([a.arrival - a.packets_in for a in audio_in]) == pytest.approx(0.08, abs=0.03)
+
     # Idle: the picture keeps changing (sway, blinks), the mouth is closed, audio is silent.
     thumbnails = np.stack([v.thumbnail for v in idle_video[5:]])
     assert np.abs(thumbnails - thumbnails[0]).max(axis=(1, 2)).max() > 10
