@@ -187,6 +187,7 @@ async def receive(
                     f"/webrtc/sessions/{peer.session_id}/stream",
                     files={"audio_file": ("speech.wav", audio, "audio/wav")},
                 )
+                answered_at = time.monotonic()
                 if response.status_code != 200:
                     return {"spoke": False, **refusal(response, "speech")}
                 try:
@@ -194,7 +195,10 @@ async def receive(
                 except TimeoutError:
                     pass
                 figures = speech_figures(peer, uploaded_at, params["playback_fps"])
+                figures["upload_answered_ms"] = (answered_at - uploaded_at) * 1000
                 state = (await http.get(f"/webrtc/sessions/{peer.session_id}")).json()
+                delay = state["sync"]["last_start_delay"]
+                figures["server_start_delay_ms"] = None if delay is None else delay * 1000
                 figures["server"] = {
                     "video_frames_late": state["sync"]["video_frames_late"],
                     "audio_holds": state["sync"]["audio_holds"],
@@ -257,6 +261,8 @@ class LoadResult:
         min_fps = min((f["video_fps"] for f in spoke), default=0.0)
         freeze = max((f["max_freeze_ms"] for f in spoke), default=math.inf)
         first = sorted(f["first_speech_ms"] for f in spoke)
+        answered = [f["upload_answered_ms"] for f in spoke]
+        delays = [f["server_start_delay_ms"] for f in spoke if f.get("server_start_delay_ms") is not None]
         playback = spoke[0]["playback_fps"] if spoke else 0.0
         if spoke and min_fps < MIN_FPS_SHARE * playback:
             problems.append(f"video at {min_fps:.1f} fps < {MIN_FPS_SHARE:.0%} of {playback:g}")
@@ -278,6 +284,9 @@ class LoadResult:
             "min_audio_real_time": min((f["audio_real_time"] for f in spoke), default=0.0),
             "first_speech_p50_ms": statistics.median(first) if first else None,
             "first_speech_p95_ms": first[min(len(first) - 1, math.ceil(0.95 * len(first)) - 1)] if first else None,
+            "upload_answered_p50_ms": statistics.median(answered) if answered else None,
+            "server_start_delay_p50_ms": statistics.median(delays) if delays else None,
+            "server_start_delay_max_ms": max(delays, default=None),
             "aggregate_frames_per_second": len(spoke) * fps,
             "sync_ms_first": spoke[0].get("sync_ms") if spoke else None,
             "sync_ms_worst": max((f["sync_ms"] for f in spoke if f.get("sync_ms") is not None), key=abs, default=None),

@@ -34,6 +34,10 @@ SAMPLE_FORMATS: dict[str, tuple[type[np.generic], float, float]] = {
 # Leeway for containers whose declared duration is only an estimate (VBR mp3 without
 # a Xing header, for instance).
 DURATION_SLACK_SECONDS = 0.25
+WAV_PROBE_BYTES = 4096
+"""How much of a WAV file FFmpeg reads to learn its stream. Its header says it all, and
+FFmpeg's default (5 MB) reads a whole upload at ~60 us per KB: 11 ms of an 8 s upload's
+18 ms decode, in a pool that decodes every upload."""
 
 
 class AudioInputError(Refusal, ValueError):
@@ -76,8 +80,9 @@ def decode_audio(
     """
     if not data:
         raise AudioInputError(400, "The uploaded audio file is empty.")
+    options = {"probesize": str(WAV_PROBE_BYTES)} if _is_wav(data) else None
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = av.open(io.BytesIO(data), mode="r", options=options)
     except (av.FFmpegError, UnicodeDecodeError, ValueError, OverflowError):
         raise AudioInputError(
             415,
@@ -258,6 +263,10 @@ def _declared_duration(
     if container.duration is not None and container.duration > 0:
         return container.duration / av.time_base
     return None
+
+
+def _is_wav(data: bytes) -> bool:
+    return len(data) >= 12 and data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE"
 
 
 def _wav_data_missing(data: bytes) -> bool:
