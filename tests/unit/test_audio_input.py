@@ -98,3 +98,17 @@ def test_too_long_without_a_declared_duration_is_413() -> None:
     with pytest.raises(AudioInputError) as error:
         decode_audio(bytes(data), max_seconds=1.0)
     assert error.value.status == 413
+
+
+def test_a_wav_is_probed_from_its_header_and_decodes_whole(speech: np.ndarray) -> None:
+    """WAV files are probed from their first 4 KB only: with 100 KB of metadata (a LIST
+    chunk) ahead of the audio, the whole sound still comes out, as without it."""
+    wav = encode(speech, "wav", channels=2)
+    assert wav[12:16] == b"fmt "
+    padding = 100_000
+    chunk = b"LIST" + padding.to_bytes(4, "little") + b"\0" * padding
+    padded = wav[:4] + (len(wav) - 8 + len(chunk)).to_bytes(4, "little") + wav[8:12] + chunk + wav[12:]
+    plain, metadata_first = decode_audio(wav, 60), decode_audio(padded, 60)
+    assert metadata_first.source_channels == 2
+    assert len(plain.samples) == pytest.approx(SECONDS * SAMPLE_RATE, abs=SAMPLE_RATE * 0.01)
+    np.testing.assert_array_equal(metadata_first.samples, plain.samples)
