@@ -42,7 +42,7 @@ class HeygenPeer(ClientPeer):
         answer = await pc.createAnswer()
         restrict_host_addresses(pc, self.host_addresses)
         await pc.setLocalDescription(answer)
-        self._hook_sender_reports()
+        self._hook_receivers()
         sdp, candidates = without_candidates(pc.localDescription.sdp)
         for candidate in candidates:
             sent = await self.call("ice", candidate={"candidate": candidate, "sdpMid": "0", "sdpMLineIndex": 0})

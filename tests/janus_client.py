@@ -95,7 +95,7 @@ class JanusPeer(ClientPeer):
         answer = await pc.createAnswer()
         restrict_host_addresses(pc, self.host_addresses)
         await pc.setLocalDescription(answer)
-        self._hook_sender_reports()
+        self._hook_receivers()
         sdp, candidates = without_candidates(pc.localDescription.sdp)
         for candidate in candidates:
             sent = await self.send_candidate(candidate)

@@ -25,7 +25,7 @@ class ServerOfferPeer(ClientPeer):
         answer = await pc.createAnswer()
         restrict_host_addresses(pc, self.host_addresses)
         await pc.setLocalDescription(answer)
-        self._hook_sender_reports()
+        self._hook_receivers()
         sdp, candidates = without_candidates(pc.localDescription.sdp)
         for candidate in candidates:
             sent = await self.http.post(f"{self.api}/ice", json={"candidate": candidate, "sdpMid": "0"})

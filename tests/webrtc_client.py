@@ -146,8 +146,7 @@ class ClientPeer:
         response = await self.http.post(f"{self.api}/offer", json={"sdp": sdp, "type": "offer"})
         response.raise_for_status()
         answer = response.json()
-        self._hook_sender_reports()
-        self._hook_rtp_arrivals()
+        self._hook_receivers()
         await pc.setRemoteDescription(RTCSessionDescription(**answer))
         for candidate in candidates:
             response = await self.http.post(
@@ -240,7 +239,8 @@ class ClientPeer:
         origin = getattr(transceiver.receiver._RTCRtpReceiver__timestamp_mapper, "_origin", None)
         if origin is None:
             return None
-        return self._rtp_arrivals[kind].pop((pts + origin) % 2**32, None)
+        arrivals = self._rtp_arrivals.get(kind)
+        return None if arrivals is None else arrivals.pop((pts + origin) % 2**32, None)
 
     def _hook_rtp_arrivals(self) -> None:
         """Note when each RTP timestamp's last packet arrives (before any jitter buffer)."""
@@ -257,6 +257,12 @@ class ClientPeer:
                 await _original(packet, arrival_time_ms)
 
             receiver._handle_rtp_packet = note
+
+    def _hook_receivers(self) -> None:
+        """Record the sender reports and the RTP packets' arrival (call once the
+        transceivers exist, before the connection starts)."""
+        self._hook_sender_reports()
+        self._hook_rtp_arrivals()
 
     def _hook_sender_reports(self) -> None:
         for transceiver in self.pc.getTransceivers():

@@ -68,7 +68,7 @@ class WhepPeer(ClientPeer):
             self.resource = response.headers["Location"]
             self.etag = response.headers["ETag"]
             self.links = response.headers.get_list("Link")
-            self._hook_sender_reports()
+            self._hook_receivers()
             await pc.setRemoteDescription(
                 type(pc.localDescription)(sdp=response.text, type="answer")
             )
