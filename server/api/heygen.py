@@ -8,14 +8,10 @@ The logic is in server/vendors/heygen.py; these handlers only translate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import APIRouter, Depends, Request
 
 from server.api.access import CONTROL, _api_key, _bearer, presented, require_api_key
 from server.api.heygen_schemas import (
@@ -38,37 +34,26 @@ from server.api.heygen_schemas import (
     TokenData,
 )
 from server.api.rate_limit import limit_creates, limit_uploads
+from server.api.vendor_errors import InvalidRequest, refusal_route
 from server.refusal import Refusal
-from server.vendors.heygen import HeygenRefusal, HeygenStreaming, as_heygen, ice_servers2, invalid_body
+from server.vendors.heygen import HeygenStreaming, as_heygen, ice_servers2, invalid_body
 
 
-class HeygenRoute(APIRoute):
-    """Answers every refusal of its route (its dependencies and body validation
-    included) in HeyGen's shape, `{code, message}`, instead of `{detail}`."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as error:
-                refusal = invalid_body(_describe(error))
-            except StarletteHTTPException as error:
-                refusal = HeygenRefusal(error.status_code, str(error.detail), error.status_code)
-            except Refusal as error:
-                refusal = as_heygen(error)
-            server = getattr(request.app.state, "server", None)
-            if server is not None:
-                server.metrics.refused(refusal.status)
-            return JSONResponse(refusal.body(), refusal.status, headers=refusal.headers)
-
-        return route
+def _write(error: Refusal) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A refusal in HeyGen's shape, `{code, message}`, with HeyGen's code for its kind."""
+    if isinstance(error, InvalidRequest):
+        refusal = invalid_body(_describe(error.extra.get("errors", [])))
+    else:
+        refusal = as_heygen(error)
+    return refusal.status, refusal.body(), refusal.headers
 
 
-def _describe(error: RequestValidationError) -> str:
+HeygenRoute = refusal_route(_write)
+
+
+def _describe(errors: Sequence[Any]) -> str:
     parts = []
-    for item in error.errors():
+    for item in errors:
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         parts.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
     return "the body is not the JSON object described (" + "; ".join(parts) + ")."
