@@ -222,6 +222,10 @@ class MediaInfo(BaseModel):
         default=0, description="Video frames sent from the avatar's shared idle loop, not encoded for this session."
     )
     video_keyframe_requests: int = Field(default=0, description="Keyframe requests (PLI/FIR) from the receiver.")
+    video_grid_moves: int = Field(
+        default=0,
+        description="Times the video's frame times moved so that speech's first frame left with its first audio.",
+    )
 
 
 class SessionInfo(SessionParameters):

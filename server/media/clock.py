@@ -38,10 +38,22 @@ class SessionClock:
         """The monotonic-clock instant of `media_time`."""
         return self._origin + media_time
 
-    async def sleep_until(self, media_time: float) -> None:
+    async def sleep_until(self, media_time: float, wake: asyncio.Event | None = None) -> bool:
+        """Sleep until `media_time`, or until `wake` is set: False when `wake` cut it short."""
         delay = media_time - self.now()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if wake is None:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return True
+        if wake.is_set():
+            return False
+        if delay <= 0:
+            return True
+        try:
+            await asyncio.wait_for(wake.wait(), delay)
+        except TimeoutError:
+            return True
+        return False
 
 
 def audio_frame_time(n: int) -> float:

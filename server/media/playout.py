@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +44,8 @@ class SyncSettings:
     stream_start_margin_seconds: float = 0.0
     """For streamed speech: the audio it needs beyond its first frames' before it starts,
     or, short of that, the time it waits after they arrived. Input at real time keeps the
-    lead it had at the start, and the video shows a frame up to half a playback frame
-    before its time: with less lead than that, every frame would be late (session.py)."""
+    lead it had at the start, and the video shows some frames before their time: with
+    less lead than the most any is early, those would be late (`stream_start_margin`)."""
 
 
 @dataclass
@@ -160,6 +162,9 @@ class Playout:
         self._audio_next = 0  # index of the next audio frame expected
         self._video_last_time = -math.inf
         self._start_delay = INITIAL_START_DELAY
+        self.start_events: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Events (asyncio.Event) set each time an utterance's start time is set: a video
+        track moves its frame grid to it. Weak: a track that is dropped needs no goodbye."""
 
     # --- avatar frame counter -------------------------------------------------------
 
@@ -257,6 +262,16 @@ class Playout:
             start = audio_frame_time(audio_frame_at_or_after(earliest))
             utterance.start_time = start
             self._anchor = _Anchor(start, 0.0, holding=False)
+            self._tell_start()
+
+    def scheduled_start(self) -> float | None:
+        """The media time the current utterance starts (or started) at, once it is set."""
+        utterance = self._utterance
+        return None if utterance is None else utterance.start_time
+
+    def _tell_start(self) -> None:
+        for event in list(self.start_events):
+            event.set()
 
     def input_ready(self, utterance: Utterance) -> None:
         """Tell the playout that a streamed utterance's audio for its first frames (its
@@ -446,6 +461,7 @@ class Playout:
         if utterance.ready >= self.prebuffer_frames(utterance):
             utterance.start_time = start
             self._anchor = _Anchor(start, 0.0, holding=False)
+            self._tell_start()
 
     # --- video ---------------------------------------------------------------------------
 

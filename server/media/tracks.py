@@ -74,18 +74,23 @@ class _PacedTrack(MediaStreamTrack):
         """Seconds from releasing a frame to its having been sent, for frames it encodes."""
         return self._latency[True]
 
-    async def _release_at(self, media_time: float) -> None:
+    async def _release_at(self, media_time: float, wake: asyncio.Event | None = None) -> bool:
+        """Wait until the frame at `media_time` is to leave. False when `wake` was set first:
+        nothing was released, and the frame's time may be looked at again."""
         if self.readyState != "live":
             raise MediaStreamError
         now = self._monotonic()
         kind = self._last_encoded
-        if self._woke_at is not None:
+        if self._woke_at is not None:  # measured once per frame, not again after a wake
             latency = min(now - self._woke_at, MAX_SEND_ADVANCE)
             self._latency[kind] += SEND_LATENCY_SMOOTHING * (latency - self._latency[kind])
-        await self.clock.sleep_until(media_time - self._latency[kind])
+            self._woke_at = None
+        released = await self.clock.sleep_until(media_time - self._latency[kind], wake)
         if self.readyState != "live":
             raise MediaStreamError
-        self._woke_at = self._monotonic()
+        if released:
+            self._woke_at = self._monotonic()
+        return released
 
     def _returned(self, encoded: bool = True) -> None:
         self._last_encoded = encoded
@@ -207,6 +212,13 @@ class AvatarVideoTrack(_PacedTrack):
         self._plan: tuple[int | None, int, int] | None = None
         self._last_image: tuple[Any, np.ndarray] | None = None  # a rendered frame, converted
         self._next: int | None = None
+        self._phase = 0.0
+        """Frame k leaves at k / playback_fps + this: the grid moves at each speech start."""
+        self._last_time = -math.inf  # the media time of the last frame released
+        self.rephased = 0
+        """Times the grid moved so that speech's first frame left with its first audio."""
+        self._start_scheduled = asyncio.Event()
+        playout.start_events.add(self._start_scheduled)
 
     @property
     def keyframes_encoded(self) -> int:
@@ -218,7 +230,8 @@ class AvatarVideoTrack(_PacedTrack):
         self._keyframe_wanted = True
 
     async def recv(self) -> av.Packet | VideoFrame:  # type: ignore[override]
-        now_index = math.floor(self.clock.now() * self.playback_fps + TIME_EPSILON)
+        rate = self.playback_fps
+        now_index = math.floor((self.clock.now() - self._phase) * rate + TIME_EPSILON)
         if self._next is None:
             self._next = now_index + 1
         elif now_index > self._next:
@@ -227,8 +240,15 @@ class AvatarVideoTrack(_PacedTrack):
             self._next = now_index
         k = self._next
         self._next += 1
-        t = k / self.playback_fps
-        await self._release_at(t)
+        t = k / rate + self._phase
+        while True:
+            self._start_scheduled.clear()
+            start = self.playout.scheduled_start()
+            if start is not None and self._last_time + 0.5 / rate < start < t - TIME_EPSILON:
+                k, t = self._rephase(k, t, start)
+            if await self._release_at(t, self._start_scheduled):
+                break
+        self._last_time = t
         # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
         # that time, so the picture is never more than half a frame early or late.
         pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
@@ -248,6 +268,20 @@ class AvatarVideoTrack(_PacedTrack):
         packet.time_base = VIDEO_TIME_BASE
         self._returned(encoded=shared is None)
         return packet
+
+    def _rephase(self, k: int, t: float, start: float) -> tuple[int, float]:
+        """Move the frame grid so that frame `k` (due at `t`) leaves at `start` instead, the
+        media time speech starts: its first frame then leaves with its first audio, rather
+        than up to a playback frame later, and shows it from its first sound. The frame
+        before is on screen that much less."""
+        rate = self.playback_fps
+        self._phase += start - t
+        if self._phase < 0:  # kept within one frame: frame k's time is (k - 1)'s now
+            self._phase += 1 / rate
+            k -= 1
+            self._next -= 1
+        self.rephased += 1
+        return k, k / rate + self._phase
 
     def _frame_for_aiortc(self, pick: VideoPick, t: float) -> VideoFrame:
         """A frame for aiortc to encode itself (a codec other than VP8: H.264)."""
@@ -316,7 +350,9 @@ class AvatarVideoTrack(_PacedTrack):
 
     def _plan_join(self, loop: SharedIdleLoop, k: int) -> tuple[int | None, int, int]:
         frames = range(k, k + loop.rate_period + 1)
-        counters = [self.playout.idle_counter((j + 0.5) / self.playback_fps) for j in frames]
+        counters = [
+            self.playout.idle_counter((j + 0.5) / self.playback_fps + self._phase) for j in frames
+        ]
         plan = loop.plan(counters, k)
         # No match (cannot happen for a steady idle loop): look again a keyframe later.
         return plan if plan is not None else (None, 0, k + loop.keyframe_interval)

@@ -138,7 +138,7 @@ class Session:
                 settings.audio_max_lag_seconds,
                 stream_prebuffer_seconds=settings.stream_prebuffer_seconds,
                 stream_rebuffer_seconds=settings.stream_rebuffer_seconds,
-                stream_start_margin_seconds=stream_start_margin(params.playback_fps),
+                stream_start_margin_seconds=stream_start_margin(params.fps, params.playback_fps),
             ),
             self.clock,
             on_event=self._on_playout_event,
@@ -241,6 +241,7 @@ class Session:
                 else None,
                 "video_frames_shared": self._video.frames_shared if self._video else 0,
                 "video_keyframe_requests": self._video.keyframe_requests if self._video else 0,
+                "video_grid_moves": self._video.rephased if self._video else 0,
             },
         }
 

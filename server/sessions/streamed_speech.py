@@ -55,12 +55,24 @@ def audio_window(
     return window, range(frames.start - offset_frames, frames.stop - offset_frames)
 
 
-def stream_start_margin(playback_fps: float) -> float:
-    """The lead a streamed utterance needs at its start beyond its first frames' audio
-    (or, short of it, waits for): half a playback frame, as the video shows each frame
-    that much before its time (tracks.py), so that frames whose audio arrives at real
-    time are not late. Rendering the first frames counts towards the wait."""
-    return 0.5 / playback_fps
+def stream_start_margin(fps: float, playback_fps: float) -> float:
+    """The lead a streamed utterance needs at its start beyond its first frame's audio (or,
+    short of it, waits for), so that frames whose audio arrives at real time are never late.
+
+    The video sends its first frame of speech at the start (tracks.py moves its frame grid
+    there) and each later one at start + n / playback_fps, showing the rendered frame for
+    the middle of that tick: frame j is first shown at the first tick n whose middle is in
+    it, and must be rendered by then, while its audio (to (j + 1) / fps) comes in at real
+    time. The margin is the most any frame is wanted before that: half a playback frame at
+    10 / 15 (frames 1, 3, ... are wanted 33 ms early), nothing at 25 / 25. Rendering the
+    first frame counts towards the wait.
+    """
+    margin = 0.0
+    period = max(1, round(fps))  # the ticks' pattern over the frames repeats within a second
+    for j in range(1, period + 1):
+        n = math.ceil(j * playback_fps / fps - 0.5 - 1e-9)
+        margin = max(margin, j / fps - n / playback_fps)
+    return margin
 
 
 def lookahead_frames(seconds: float, fps: float) -> int:
