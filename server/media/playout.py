@@ -162,6 +162,8 @@ class Playout:
         self._audio_next = 0  # index of the next audio frame expected
         self._video_last_time = -math.inf
         self._start_delay = INITIAL_START_DELAY
+        self.frame_events: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Events set each time frames are rendered (a video track waiting for one)."""
         self.start_events: weakref.WeakSet[Any] = weakref.WeakSet()
         """Events (asyncio.Event) set each time an utterance's start time is set: a video
         track moves its frame grid to it. Weak: a track that is dropped needs no goodbye."""
@@ -244,6 +246,8 @@ class Playout:
 
     def frames_added(self, utterance: Utterance) -> None:
         """Tell the playout that frames of `utterance` were rendered."""
+        for event in list(self.frame_events):
+            event.set()
         if (
             utterance is self._utterance
             and utterance.state is UtteranceState.PENDING
@@ -494,6 +498,25 @@ class Playout:
             finished.release_all()
             self._finished = None
         return self._idle_pick(self._idle_counter(t))
+
+    def frame_pending(self, t: float) -> bool:
+        """Whether the speech frame for media time `t` is being rendered: not there yet,
+        though its audio has arrived (the video may wait a moment for it rather than
+        show the frame before a tick longer)."""
+        utterance, anchor = self._utterance, self._anchor
+        if (
+            utterance is None
+            or anchor is None
+            or anchor.starved
+            or utterance.start_time is None
+            or t < utterance.start_time - TIME_EPSILON
+        ):
+            return False
+        position = self._speech_position(t, anchor, count=False)
+        if utterance.complete and position >= utterance.duration:
+            return False
+        j = min(frame_index(position, utterance.fps), utterance.frame_count - 1)
+        return j < utterance.available_frames and not utterance.has_frame(j)
 
     def _idle_pick(self, counter: int) -> VideoPick:
         return VideoPick(None, self.avatar_index(counter), speaking=False)

@@ -46,6 +46,10 @@ _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
 OPUS = "audio/opus"
 VP8 = "video/vp8"
 SILENCE_SETTLE_FRAMES = 5
+LATE_FRAME_WAIT_SECONDS = 0.015
+"""How long a video frame may wait for its speech frame, rendered as its audio has just
+arrived, before the frame before is shown a tick longer: the packet leaves that much
+later, with its own timestamp, so the picture stays in sync."""
 """Silent frames encoded before the encoder's silence packet is kept and sent as it is
 while the silence lasts: an idle session's audio then costs no encode at all."""
 
@@ -219,6 +223,10 @@ class AvatarVideoTrack(_PacedTrack):
         """Times the grid moved so that speech's first frame left with its first audio."""
         self._start_scheduled = asyncio.Event()
         playout.start_events.add(self._start_scheduled)
+        self.late_frame_waits = 0
+        """Frames that waited a moment for their speech frame, still being rendered."""
+        self._frame_added = asyncio.Event()
+        playout.frame_events.add(self._frame_added)
 
     @property
     def keyframes_encoded(self) -> int:
@@ -244,11 +252,18 @@ class AvatarVideoTrack(_PacedTrack):
         while True:
             self._start_scheduled.clear()
             start = self.playout.scheduled_start()
-            if start is not None and self._last_time + 0.5 / rate < start < t - TIME_EPSILON:
+            # The first frame to show speech (the one before did not) leaves at its start.
+            if (
+                start is not None
+                and self._last_time + 0.5 / rate < start <= t + 0.5 / rate
+                and abs(start - t) > TIME_EPSILON
+            ):
                 k, t = self._rephase(k, t, start)
             if await self._release_at(t, self._start_scheduled):
                 break
         self._last_time = t
+        if self.playout.frame_pending(t + 0.5 / rate):
+            await self._wait_for_frame(t + 0.5 / rate)
         # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
         # that time, so the picture is never more than half a frame early or late.
         pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
@@ -269,17 +284,37 @@ class AvatarVideoTrack(_PacedTrack):
         self._returned(encoded=shared is None)
         return packet
 
+    async def _wait_for_frame(self, middle: float) -> None:
+        """Wait (at most LATE_FRAME_WAIT_SECONDS) for the speech frame for `middle`."""
+        self.late_frame_waits += 1
+        deadline = self._monotonic() + LATE_FRAME_WAIT_SECONDS
+        while self.playout.frame_pending(middle):
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                return
+            self._frame_added.clear()
+            try:
+                await asyncio.wait_for(self._frame_added.wait(), remaining)
+            except TimeoutError:
+                return
+
     def _rephase(self, k: int, t: float, start: float) -> tuple[int, float]:
-        """Move the frame grid so that frame `k` (due at `t`) leaves at `start` instead, the
-        media time speech starts: its first frame then leaves with its first audio, rather
-        than up to a playback frame later, and shows it from its first sound. The frame
-        before is on screen that much less."""
+        """Move the frame grid so that frame `k` (due at `t`, the first to show speech)
+        leaves at `start` instead, the media time speech starts: its first frame then
+        leaves with its first audio, rather than up to half a playback frame early or a
+        whole one late, and every later frame on the grid of its sound. The frame before
+        is on screen that much less or more."""
         rate = self.playback_fps
         self._phase += start - t
-        if self._phase < 0:  # kept within one frame: frame k's time is (k - 1)'s now
+        # Kept within one frame: frame k's time may be k - 1's or k + 1's on the new grid.
+        while self._phase < 0:
             self._phase += 1 / rate
             k -= 1
             self._next -= 1
+        while self._phase >= 1 / rate:
+            self._phase -= 1 / rate
+            k += 1
+            self._next += 1
         self.rephased += 1
         return k, k / rate + self._phase
 

@@ -55,6 +55,12 @@ def audio_window(
     return window, range(frames.start - offset_frames, frames.stop - offset_frames)
 
 
+RENDER_ALLOWANCE_SECONDS = 0.005
+"""Time from a streamed frame's audio arriving to the frame being rendered (the demo
+engine: 1-2 ms; MuseTalk on a GPU batches such frames with others' and takes longer,
+which shows as `video_frames_late`)."""
+
+
 def stream_start_margin(fps: float, playback_fps: float) -> float:
     """The lead a streamed utterance needs at its start beyond its first frame's audio (or,
     short of it, waits for), so that frames whose audio arrives at real time are never late.
@@ -63,16 +69,17 @@ def stream_start_margin(fps: float, playback_fps: float) -> float:
     there) and each later one at start + n / playback_fps, showing the rendered frame for
     the middle of that tick: frame j is first shown at the first tick n whose middle is in
     it, and must be rendered by then, while its audio (to (j + 1) / fps) comes in at real
-    time. The margin is the most any frame is wanted before that: half a playback frame at
-    10 / 15 (frames 1, 3, ... are wanted 33 ms early), nothing at 25 / 25. Rendering the
-    first frame counts towards the wait.
+    time. The margin is the most any frame is wanted before that (half a playback frame at
+    10 / 15: frames 1, 3, ... are wanted 33 ms early; nothing at 25 / 25), plus
+    `RENDER_ALLOWANCE_SECONDS` to render a frame once its audio is in. Rendering the first
+    frame counts towards the wait.
     """
     margin = 0.0
     period = max(1, round(fps))  # the ticks' pattern over the frames repeats within a second
     for j in range(1, period + 1):
         n = math.ceil(j * playback_fps / fps - 0.5 - 1e-9)
         margin = max(margin, j / fps - n / playback_fps)
-    return margin
+    return margin + RENDER_ALLOWANCE_SECONDS
 
 
 def lookahead_frames(seconds: float, fps: float) -> int:

@@ -112,11 +112,12 @@ async def test_idle_then_speech_in_sync_then_idle(http: httpx.AsyncClient, fps: 
     np.testing.assert_allclose(np.diff(sound_on), np.diff([b[0] for b in BURSTS]), atol=0.01)
     # The mouth opens and closes with the sound. The bursts' edges fall on the playback
     # frames counted from the speech's start, and the video's frames are sent from the
-    # speech's first sample on: each edge is seen with its sound, not up to a frame off.
+    # speech's first sample on: each edge is seen with its sound (within the few ms the
+    # sender reports' two timelines and the 5 ms envelope allow), not up to a frame off.
     for opened, heard in zip(mouth_on, sound_on):
-        assert abs(opened - heard) <= 0.012, (mouth_on, sound_on, grid_moves)
+        assert abs(opened - heard) <= 0.02, (mouth_on, sound_on, grid_moves)
     for closed, quiet in zip(mouth_off, sound_off):
-        assert abs(closed - quiet) <= 0.012, (mouth_off, sound_off, grid_moves)
+        assert abs(closed - quiet) <= 0.02, (mouth_off, sound_off, grid_moves)
 
     # While the sound is loud the mouth is open; between bursts it rests.
     for start, end in zip(sound_on, sound_off):
