@@ -472,17 +472,11 @@ class Playout:
     def video_frame(self, t: float) -> VideoPick:
         """The picture for the video frame at media time `t`."""
         self._video_last_time = max(self._video_last_time, t)
-        utterance, anchor = self._utterance, self._anchor
-        if (
-            utterance is not None
-            and anchor is not None
-            and utterance.start_time is not None
-            and t >= utterance.start_time - TIME_EPSILON
-        ):
-            position = self._speech_position(t, anchor, count=True)
+        speaking = self._speaking_at(t, count=True)
+        if speaking is not None:
+            utterance, anchor, position = speaking
             if anchor.starved:
-                j = min(frame_index(position, utterance.fps), utterance.frame_count - 1)
-                return self._idle_pick(utterance.start_counter + j)
+                return self._idle_pick(utterance.start_counter + _frame_at(utterance, position))
             if position < utterance.duration or not utterance.complete:
                 return self._speech_pick(utterance, position)
             # The audio is about to finish: continue the idle loop from its end.
@@ -503,26 +497,33 @@ class Playout:
         """Whether the speech frame for media time `t` is being rendered: not there yet,
         though its audio has arrived (the video may wait a moment for it rather than
         show the frame before a tick longer)."""
+        speaking = self._speaking_at(t, count=False)
+        if speaking is None:
+            return False
+        utterance, anchor, position = speaking
+        if anchor.starved or (utterance.complete and position >= utterance.duration):
+            return False
+        j = _frame_at(utterance, position)
+        return j < utterance.available_frames and not utterance.has_frame(j)
+
+    def _speaking_at(self, t: float, count: bool) -> tuple[Utterance, _Anchor, float] | None:
+        """The current utterance, its anchor and its position audible at media time `t`,
+        once it has started by then (`count`: a held video frame counts in the stats)."""
         utterance, anchor = self._utterance, self._anchor
         if (
             utterance is None
             or anchor is None
-            or anchor.starved
             or utterance.start_time is None
             or t < utterance.start_time - TIME_EPSILON
         ):
-            return False
-        position = self._speech_position(t, anchor, count=False)
-        if utterance.complete and position >= utterance.duration:
-            return False
-        j = min(frame_index(position, utterance.fps), utterance.frame_count - 1)
-        return j < utterance.available_frames and not utterance.has_frame(j)
+            return None
+        return utterance, anchor, self._speech_position(t, anchor, count)
 
     def _idle_pick(self, counter: int) -> VideoPick:
         return VideoPick(None, self.avatar_index(counter), speaking=False)
 
     def _speech_pick(self, utterance: Utterance, position: float) -> VideoPick:
-        j = min(frame_index(position, utterance.fps), utterance.frame_count - 1)
+        j = _frame_at(utterance, position)
         image = utterance.frame(j)
         if image is None:
             return self._idle_pick(utterance.start_counter + j)
@@ -560,3 +561,8 @@ class Playout:
         if self._on_event is not None:
             self._on_event(event)
         return event
+
+
+def _frame_at(utterance: Utterance, position: float) -> int:
+    """The utterance's frame for `position` seconds into it (its last one past its end)."""
+    return min(frame_index(position, utterance.fps), utterance.frame_count - 1)

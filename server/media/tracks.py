@@ -46,12 +46,12 @@ _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
 OPUS = "audio/opus"
 VP8 = "video/vp8"
 SILENCE_SETTLE_FRAMES = 5
+"""Silent frames encoded before the encoder's silence packet is kept and sent as it is
+while the silence lasts: an idle session's audio then costs no encode at all."""
 LATE_FRAME_WAIT_SECONDS = 0.015
 """How long a video frame may wait for its speech frame, rendered as its audio has just
 arrived, before the frame before is shown a tick longer: the packet leaves that much
 later, with its own timestamp, so the picture stays in sync."""
-"""Silent frames encoded before the encoder's silence packet is kept and sent as it is
-while the silence lasts: an idle session's audio then costs no encode at all."""
 
 
 class _PacedTrack(MediaStreamTrack):
@@ -223,8 +223,6 @@ class AvatarVideoTrack(_PacedTrack):
         """Times the grid moved so that speech's first frame left with its first audio."""
         self._start_scheduled = asyncio.Event()
         playout.start_events.add(self._start_scheduled)
-        self.late_frame_waits = 0
-        """Frames that waited a moment for their speech frame, still being rendered."""
         self._frame_added = asyncio.Event()
         playout.frame_events.add(self._frame_added)
 
@@ -262,11 +260,12 @@ class AvatarVideoTrack(_PacedTrack):
             if await self._release_at(t, self._start_scheduled):
                 break
         self._last_time = t
-        if self.playout.frame_pending(t + 0.5 / rate):
-            await self._wait_for_frame(t + 0.5 / rate)
         # A frame is on screen for 1 / playback_fps: show what belongs to the middle of
         # that time, so the picture is never more than half a frame early or late.
-        pick = self.playout.video_frame(t + 0.5 / self.playback_fps)
+        middle = t + 0.5 / rate
+        if self.playout.frame_pending(middle):
+            await self._wait_for_frame(middle)
+        pick = self.playout.video_frame(middle)
         if self.codec not in (None, VP8):
             return self._frame_for_aiortc(pick, t)
         data = shared = self._from_shared_loop(k, pick)
@@ -286,7 +285,6 @@ class AvatarVideoTrack(_PacedTrack):
 
     async def _wait_for_frame(self, middle: float) -> None:
         """Wait (at most LATE_FRAME_WAIT_SECONDS) for the speech frame for `middle`."""
-        self.late_frame_waits += 1
         deadline = self._monotonic() + LATE_FRAME_WAIT_SECONDS
         while self.playout.frame_pending(middle):
             remaining = deadline - self._monotonic()
