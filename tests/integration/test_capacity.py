@@ -12,7 +12,9 @@ session is admitted only if every admitted one could speak at once (21.7 each).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ import pytest
 from server.settings import Settings
 from tests.conftest import make_settings, running_app
 from tests.integration.test_busy_policy import connected_session, speak, tone
+from tests.webrtc_client import ClientPeer
 
 IDLE = 15 * make_settings().capacity_idle_encode_share + 0.02 / 0.006
 """An idle session's encode load at playback 15 (frames/s), its Opus stream included."""
@@ -38,6 +41,22 @@ def one_speaker_of_two(**overrides: object) -> Settings:
         capacity_encode_fps=30.0, capacity_idle_encode_share=0.2, capacity_speaking_share=0.0,
         max_sessions=4, **overrides,
     )
+
+
+@contextlib.asynccontextmanager
+async def two_connected_sessions(
+    http: httpx.AsyncClient,
+) -> AsyncIterator[tuple[str, ClientPeer, str, ClientPeer]]:
+    """Two sessions, each with a connected receiver, closed afterwards."""
+    first, first_peer = await connected_session(http)
+    try:
+        second, second_peer = await connected_session(http)
+        try:
+            yield first, first_peer, second, second_peer
+        finally:
+            await second_peer.close()
+    finally:
+        await first_peer.close()
 
 
 def assert_capacity_refusal(response: httpx.Response, reason: str) -> None:
@@ -136,9 +155,7 @@ async def test_calibration_measures_sane_costs_on_the_demo_engine() -> None:
 @pytest.mark.webrtc
 async def test_speech_beyond_capacity_is_refused_and_the_admitted_speaker_keeps_real_time() -> None:
     async with running_app(one_speaker_of_two()) as http:
-        first, first_peer = await connected_session(http)
-        second, second_peer = await connected_session(http)
-        try:
+        async with two_connected_sessions(http) as (first, first_peer, second, second_peer):
             assert (await speak(http, first, tone(2.0))).status_code == 200
             await first_peer.wait_for_event("speaking_started", timeout=5)
             assert_capacity_refusal(await speak(http, second, tone(1.0)), "speech_capacity")
@@ -149,17 +166,12 @@ async def test_speech_beyond_capacity_is_refused_and_the_admitted_speaker_keeps_
             # Once the first is idle again, the second may speak.
             await asyncio.sleep(0.1)
             assert (await speak(http, second, tone(0.5))).status_code == 200
-        finally:
-            await first_peer.close()
-            await second_peer.close()
 
 
 @pytest.mark.webrtc
 async def test_a_speaker_that_asked_to_wait_is_held_in_line_then_speaks() -> None:
     async with running_app(one_speaker_of_two()) as http:
-        first, first_peer = await connected_session(http)
-        second, second_peer = await connected_session(http)
-        try:
+        async with two_connected_sessions(http) as (first, first_peer, second, second_peer):
             assert (await speak(http, first, tone(1.5))).status_code == 200
             await first_peer.wait_for_event("speaking_started", timeout=5)
             waiting = asyncio.ensure_future(speak(http, second, tone(0.5), wait="true"))
@@ -172,32 +184,22 @@ async def test_a_speaker_that_asked_to_wait_is_held_in_line_then_speaks() -> Non
             assert response.status_code == 200, response.text
             # It waited its turn: the first had finished speaking when it was admitted.
             assert (await http.get(f"/webrtc/sessions/{first}")).json()["state"] == "idle"
-        finally:
-            await first_peer.close()
-            await second_peer.close()
 
 
 @pytest.mark.webrtc
 async def test_a_wait_that_runs_out_is_refused_with_retry_after() -> None:
     async with running_app(one_speaker_of_two(capacity_max_wait_seconds=0.3)) as http:
-        first, first_peer = await connected_session(http)
-        second, second_peer = await connected_session(http)
-        try:
+        async with two_connected_sessions(http) as (first, first_peer, second, second_peer):
             assert (await speak(http, first, tone(2.0))).status_code == 200
             await first_peer.wait_for_event("speaking_started", timeout=5)
             assert_capacity_refusal(await speak(http, second, tone(0.5), wait="true"), "wait_timeout")
-        finally:
-            await first_peer.close()
-            await second_peer.close()
 
 
 @pytest.mark.webrtc
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 async def test_text_beyond_capacity_is_refused_or_waits_when_asked() -> None:
     async with running_app(one_speaker_of_two()) as http:
-        first, first_peer = await connected_session(http)
-        second, second_peer = await connected_session(http)
-        try:
+        async with two_connected_sessions(http) as (first, first_peer, second, second_peer):
             assert (await speak(http, first, tone(1.5))).status_code == 200
             await first_peer.wait_for_event("speaking_started", timeout=5)
             url = f"/webrtc/sessions/{second}/say"
@@ -205,37 +207,24 @@ async def test_text_beyond_capacity_is_refused_or_waits_when_asked() -> None:
             response = await http.post(url, json={"text": "Hello", "wait": True})
             assert response.status_code == 200, response.text
             assert (await second_peer.wait_for_event("capacity_wait", timeout=1))["position"] == 1
-        finally:
-            await first_peer.close()
-            await second_peer.close()
 
 
 @pytest.mark.webrtc
 async def test_uploads_arriving_together_never_overshoot_the_capacity() -> None:
     async with running_app(one_speaker_of_two()) as http:
-        first, first_peer = await connected_session(http)
-        second, second_peer = await connected_session(http)
-        try:
+        async with two_connected_sessions(http) as (first, first_peer, second, second_peer):
             responses = await asyncio.gather(
                 speak(http, first, tone(1.0)), speak(http, second, tone(1.0))
             )
             assert sorted(r.status_code for r in responses) == [200, 503]
             assert (await http.get("/health")).json()["capacity"]["sessions_speaking"] == 1
-        finally:
-            await first_peer.close()
-            await second_peer.close()
 
 
 @pytest.mark.webrtc
 async def test_by_default_every_admitted_session_can_speak_at_once() -> None:
     async with running_app(two_speakers()) as http:
-        first, first_peer = await connected_session(http)
-        second, second_peer = await connected_session(http)
-        try:
+        async with two_connected_sessions(http) as (first, first_peer, second, second_peer):
             responses = await asyncio.gather(
                 speak(http, first, tone(1.0)), speak(http, second, tone(1.0))
             )
             assert [r.status_code for r in responses] == [200, 200]
-        finally:
-            await first_peer.close()
-            await second_peer.close()
