@@ -33,7 +33,7 @@ SAMPLE_RATE = 200  # py-spy samples per second
 STAGES = [
     ("rgb→yuv conversion", ("to_yuv420p", "reformat")),
     ("VP8 encode", ("video_encoder.py", "vpx.py:encode", "encode (aiortc/codecs/vpx.py")),
-    ("Opus encode", ("codecs/opus.py",)),
+    ("Opus encode", ("codecs/opus.py", "audio_encoder.py")),
     ("render (demo engine)", ("server/lipsync/",)),
     ("packetize (VP8 payloads, RTP header)", ("_packetize", "codecs/vpx.py", "rtp.py")),
     ("SRTP protect", ("protect",)),

@@ -262,20 +262,14 @@ def measure_encode(images: Sequence[np.ndarray], playback_fps: int = 15) -> floa
 
 def measure_audio() -> float:
     """Share of one core (CPU time) a session's Opus stream takes."""
-    from aiortc.codecs.opus import OpusEncoder
-    from av import AudioFrame
+    from server.media.audio_encoder import OpusFrameEncoder
 
-    encoder = OpusEncoder()
+    encoder = OpusFrameEncoder()
     t = np.arange(AUDIO_FRAME_SAMPLES * CALIBRATION_AUDIO_FRAMES) / AUDIO_RATE
     pcm = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
     started = time.process_time()
     for k in range(CALIBRATION_AUDIO_FRAMES):
-        chunk = pcm[k * AUDIO_FRAME_SAMPLES:(k + 1) * AUDIO_FRAME_SAMPLES].reshape(1, -1)
-        frame = AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = k * AUDIO_FRAME_SAMPLES
-        frame.time_base = Fraction(1, AUDIO_RATE)
-        encoder.encode(frame)
+        encoder.encode(pcm[k * AUDIO_FRAME_SAMPLES:(k + 1) * AUDIO_FRAME_SAMPLES].reshape(1, -1))
     seconds_per_frame = (time.process_time() - started) / CALIBRATION_AUDIO_FRAMES
     return seconds_per_frame * AUDIO_FRAMES_PER_SECOND
 

@@ -37,8 +37,20 @@ def wav(
         body = (np.clip(frames, -1, 1) * 32767).astype("<i2").tobytes()
     else:
         body = bytes(len(frames) * frames.shape[1] * bits // 8)
-    block = declared * bits // 8
-    fmt = struct.pack("<HHIIHH", format_tag, declared, rate, (rate * block) & 0xFFFFFFFF, block, bits)
+    return _riff(body, rate, format_tag, bits, declared)
+
+
+def raw_wav(values: np.ndarray, rate: int) -> bytes:
+    """A mono RIFF/WAVE file holding `values` as they are: 8-bit unsigned, 16/32-bit
+    signed, or 32/64-bit float samples (the array's dtype)."""
+    tag = WAVE_FORMAT_IEEE_FLOAT if values.dtype.kind == "f" else WAVE_FORMAT_PCM
+    body = values.astype(values.dtype.newbyteorder("<")).tobytes()
+    return _riff(body, rate, tag, values.dtype.itemsize * 8, 1)
+
+
+def _riff(body: bytes, rate: int, format_tag: int, bits: int, channels: int) -> bytes:
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", format_tag, channels, rate, (rate * block) & 0xFFFFFFFF, block, bits)
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(body)) + body
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 

@@ -51,9 +51,13 @@ class WorkerStats:
 
 @dataclass(order=True)
 class _Job:
-    deadline: float
+    wanted: float
+    """When the result is wanted: the queue's order. The deadline, or earlier for frames
+    that something waits on (the first frames of speech that has not started)."""
     seq: int
-    # Either a render request or a function to call; not compared.
+    deadline: float = field(compare=False)
+    """When a rendered frame is due; one delivered later counts as late."""
+    # Either a render request or a function to call.
     request: RenderRequest | None = field(compare=False)
     call: Callable[[], Any] | None = field(compare=False)
     future: asyncio.Future[Any] = field(compare=False)
@@ -94,15 +98,19 @@ class LipSyncWorker:
         requests: Sequence[RenderRequest],
         deadlines: Sequence[float],
         owner: Hashable = None,
+        wanted: Sequence[float] | None = None,
     ) -> list[asyncio.Future[np.ndarray]]:
         """Queue frames to render; `deadlines` are `time.monotonic()` instants.
 
+        The queue takes them in the order of `wanted` (instants too; by default the
+        deadlines): a frame wanted before its deadline goes ahead of frames due sooner.
         `owner` (a session) only feeds the statistics of batch sharing.
         """
         loop = asyncio.get_running_loop()
+        wanted = deadlines if wanted is None else wanted
         jobs = [
-            _Job(deadline, next(self._seq), request, None, loop.create_future(), loop, owner)
-            for request, deadline in zip(requests, deadlines, strict=True)
+            _Job(first, next(self._seq), deadline, request, None, loop.create_future(), loop, owner)
+            for request, deadline, first in zip(requests, deadlines, wanted, strict=True)
         ]
         self._enqueue(jobs)
         return [job.future for job in jobs]
@@ -110,9 +118,11 @@ class LipSyncWorker:
     async def call(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
         """Run `fn(*args)` on the worker thread and wait for its result."""
         loop = asyncio.get_running_loop()
+        wanted = time.monotonic() if deadline is None else deadline
         job = _Job(
-            time.monotonic() if deadline is None else deadline,
+            wanted,
             next(self._seq),
+            wanted,
             None,
             lambda: fn(*args),
             loop.create_future(),

@@ -334,6 +334,23 @@ class Playout:
         accepted = utterance.accepted_at if utterance.accepted_at is not None else self.clock.now()
         return accepted + self._start_delay + offset
 
+    def frame_wanted(self, utterance: Utterance, j: int) -> float:
+        """The media time frame `j` of `utterance` is wanted rendered by: its due time
+        (`frame_due`), or the utterance's acceptance for the frames its start waits for.
+
+        A start that has not been set is as early as those frames make it, so they are
+        wanted at once: due at an estimated start, they would queue behind other sessions'
+        frames due sooner, and each start delayed that way would make the estimate longer.
+        """
+        if (
+            utterance is self._utterance
+            and utterance.start_time is None
+            and utterance.accepted_at is not None
+            and j < self.prebuffer_frames(utterance)
+        ):
+            return utterance.accepted_at
+        return self.frame_due(utterance, j)
+
     def seconds_until_free(self) -> float:
         """An estimate of when the current utterance will have finished playing."""
         utterance = self._utterance

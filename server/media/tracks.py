@@ -16,10 +16,10 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
+from server.media.audio_encoder import OpusFrameEncoder
 from server.media.clock import (
     AUDIO_SAMPLE_RATE,
     AUDIO_SAMPLES_PER_FRAME,
@@ -113,8 +113,7 @@ class AvatarAudioTrack(_PacedTrack):
         super().__init__(clock)
         self.playout = playout
         self._executor = executor
-        self._encoder = OpusEncoder()  # aiortc's own: the stream is what it would send
-        self._encoded = 0  # frames given to the encoder: its input's contiguous timestamps
+        self._encoder = OpusFrameEncoder()
         self._silent_run = 0
         self._silence: bytes | None = None
         self._next: int | None = None
@@ -124,33 +123,24 @@ class AvatarAudioTrack(_PacedTrack):
             self._next = audio_frame_at_or_after(self.clock.now())
         if self.codec not in (None, OPUS):
             return await self._frame_for_aiortc()
-        while True:
-            n = self._next
-            self._next += 1
-            await self._release_at(audio_frame_time(n))
-            samples = self.playout.audio_frame(n)
-            if samples is None:
-                self._silent_run += 1
-                if self._silence is not None and self._silent_run > SILENCE_SETTLE_FRAMES:
-                    payload = self._silence
-                    break
-                pcm = _SILENCE
-            else:
-                self._silent_run = 0
-                pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
-            frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-            frame.sample_rate = AUDIO_SAMPLE_RATE
-            frame.pts = self._encoded * AUDIO_SAMPLES_PER_FRAME
-            frame.time_base = AUDIO_TIME_BASE
-            self._encoded += 1
-            payloads, _ = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encoder.encode, frame
+        n = self._next
+        self._next += 1
+        await self._release_at(audio_frame_time(n))
+        samples = self.playout.audio_frame(n)
+        if samples is None:
+            self._silent_run += 1
+            pcm = _SILENCE
+        else:
+            self._silent_run = 0
+            pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
+        if self._silence is not None and self._silent_run > SILENCE_SETTLE_FRAMES:
+            payload = self._silence
+        else:
+            payload = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._encoder.encode, pcm
             )
-            if payloads:  # 960 samples in give one 20 ms Opus packet out
-                payload = payloads[0]
-                if self._silent_run == SILENCE_SETTLE_FRAMES:
-                    self._silence = payload
-                break
+            if self._silent_run == SILENCE_SETTLE_FRAMES:
+                self._silence = payload
         packet = av.Packet(payload)
         packet.pts = n * AUDIO_SAMPLES_PER_FRAME
         packet.time_base = AUDIO_TIME_BASE

@@ -40,18 +40,20 @@ async def render_frames(
     share one so the worker keeps them together. Cancelled, it cancels its jobs.
     """
     clock = playout.clock
-    first_due = clock.wall(playout.frame_due(utterance, frames.start))
+    first_wanted = clock.wall(playout.frame_wanted(utterance, frames.start))
     features = await worker.call(
-        worker.engine.audio_features, samples, utterance.fps, feature_frames, deadline=first_due
+        worker.engine.audio_features, samples, utterance.fps, feature_frames, deadline=first_wanted
     )
     requests = []
     deadlines = []
+    wanted = []
     for j, frame_features in zip(frames, features, strict=True):
         counter = utterance.start_counter + j
         requests.append(RenderRequest(avatar, playout.avatar_index(counter), frame_features))
         group_start = j - (j - frames.start) % batch_size
         deadlines.append(clock.wall(playout.frame_due(utterance, group_start)))
-    futures: list[asyncio.Future] = worker.render(requests, deadlines, owner=owner)
+        wanted.append(clock.wall(playout.frame_wanted(utterance, group_start)))
+    futures: list[asyncio.Future] = worker.render(requests, deadlines, owner=owner, wanted=wanted)
     try:
         for j, future in zip(frames, futures):
             image = await future

@@ -10,6 +10,7 @@ import pytest
 
 from server.media.audio_input import SAMPLE_RATE, AudioInputError, decode_audio
 from tests.audio_files import FORMATS, encode, speech_like
+from tests.hostile_audio import raw_wav
 
 SECONDS = 2.0
 
@@ -112,3 +113,32 @@ def test_a_wav_is_probed_from_its_header_and_decodes_whole(speech: np.ndarray) -
     assert metadata_first.source_channels == 2
     assert len(plain.samples) == pytest.approx(SECONDS * SAMPLE_RATE, abs=SAMPLE_RATE * 0.01)
     np.testing.assert_array_equal(metadata_first.samples, plain.samples)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "offset", "scale"),
+    [(np.uint8, 128, 2**7), (np.int16, 0, 2**15), (np.int32, 0, 2**31), (np.float32, 0, 1), (np.float64, 0, 1)],
+)
+def test_mono_samples_of_every_pcm_format_come_out_exactly(dtype: type, offset: int, scale: int) -> None:
+    """Mono goes straight to float32 (no mix): the values are those of the float64 mix,
+    full scale clipped to 1, and doubles far outside [-1, 1] clipped, not refused."""
+    rng = np.random.default_rng(7)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = rng.integers(info.min, info.max, 48_000, endpoint=True, dtype=dtype)
+        values[:2] = [info.min, info.max]
+    else:
+        values = rng.uniform(-1.2, 1.2, 48_000).astype(dtype)
+        values[:2] = [-1e30, 1e30]
+    decoded = decode_audio(raw_wav(values, SAMPLE_RATE), max_seconds=60)
+    expected = np.clip((values.astype(np.float64) - offset) / scale, -1.0, 1.0).astype(np.float32)
+    np.testing.assert_array_equal(decoded.samples, expected)
+
+
+def test_mono_float_samples_that_are_not_numbers_are_400() -> None:
+    values = np.zeros(4800, np.float32)
+    values[100] = np.nan
+    with pytest.raises(AudioInputError) as error:
+        decode_audio(raw_wav(values, SAMPLE_RATE), max_seconds=60)
+    assert error.value.status == 400
+    assert "not numbers" in error.value.message

@@ -282,6 +282,28 @@ def test_a_staged_utterance_frames_are_due_after_the_current_one(playout: Playou
     assert playout.frame_due(second, 3) == pytest.approx(first.start_time + 1.0 + 0.3)
 
 
+def test_the_frames_a_start_waits_for_are_wanted_at_once_the_rest_when_due(
+    playout: Playout, time_source: FakeTime
+) -> None:
+    utterance = make_utterance(playout, 1.0)
+    playout.accept(utterance)
+    accepted = utterance.accepted_at
+    time_source.now += 0.05
+    # Prebuffer 0.2 s at 10 fps: frames 0 and 1 gate the start, which is not set yet.
+    assert [playout.frame_wanted(utterance, j) for j in (0, 1)] == [accepted, accepted]
+    assert playout.frame_due(utterance, 1) > accepted
+    assert playout.frame_wanted(utterance, 2) == playout.frame_due(utterance, 2)
+    render(playout, utterance, range(2))
+    assert utterance.start_time is not None  # now every frame has its real due time
+    assert playout.frame_wanted(utterance, 1) == playout.frame_due(utterance, 1) == pytest.approx(
+        utterance.start_time + 0.1
+    )
+    staged = make_utterance(playout, 1.0)
+    staged.place(playout.counter_after_current())
+    playout.stage(staged)
+    assert playout.frame_wanted(staged, 0) == playout.frame_due(staged, 0)
+
+
 def test_a_staged_utterance_not_rendered_in_time_starts_once_it_is(playout: Playout, time_source: FakeTime) -> None:
     first = make_utterance(playout, 0.2)
     playout.accept(first)

@@ -74,6 +74,26 @@ async def test_earliest_deadlines_first_across_sessions_in_batches(worker, engin
     assert worker.stats.shared_batches == 2
 
 
+async def test_frames_wanted_before_their_deadline_go_first_and_are_judged_by_the_deadline(
+    worker, engine
+) -> None:
+    engine.gate.clear()
+    blocker = worker.render([RenderRequest(avatar(), 0, "first")], [0.0])
+    await asyncio.sleep(0.05)
+    now = time.monotonic()
+    # Session a plays: its next frames are due soon. Session b's speech has not started:
+    # its first frames are due at an estimated start later than a's, but wanted now.
+    a = worker.render([RenderRequest(avatar(), 0, f"a{i}") for i in range(4)], [now + 5 + i for i in range(4)], "a")
+    b = worker.render(
+        [RenderRequest(avatar(), 0, f"b{i}") for i in range(2)], [now + 10, now + 10], "b",
+        wanted=[now - 1, now - 1],
+    )
+    engine.gate.set()
+    await asyncio.gather(*blocker, *a, *b)
+    assert engine.batches == [["first"], ["b0", "b1", "a0", "a1"], ["a2", "a3"]]
+    assert worker.stats.frames_late == 1  # only "first", due at 0: b's were in time for theirs
+
+
 async def test_renders_off_the_event_loop(worker, engine) -> None:
     await asyncio.gather(*worker.render([RenderRequest(avatar(), 0, 1)], [0.0]))
     assert engine.threads == {"lipsync-recording"}
