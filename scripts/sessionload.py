@@ -12,7 +12,9 @@ the arrival time of every frame (no pixels), and reports per session:
   video frames (a freeze);
 - the time from its upload to its `speaking_started` event (time to first speech);
 - the server's own figures for it (`GET /webrtc/sessions/{id}`): late video frames (a
-  frame repeated because its render was not ready), audio holds, skipped frames;
+  frame repeated because its render was not ready), audio holds, video frames held back
+  to audio that was sent late (a picture older than its timestamp: lip sync suffers),
+  skipped frames;
 - with `"sync": true` in the parameters, its lip sync: how far the mouth's opening and
   closing edges lie from the sound's, on the sender's clock as a browser's lip sync puts
   them (the mouth read from the decoded frame's luma plane, cheap enough for every session).
@@ -202,6 +204,7 @@ async def receive(
                 figures["server"] = {
                     "video_frames_late": state["sync"]["video_frames_late"],
                     "audio_holds": state["sync"]["audio_holds"],
+                    "video_frames_held": state["sync"]["video_frames_held"],
                     "audio_hold_seconds": state["sync"]["audio_hold_seconds"],
                     "video_frames_skipped": state["media"]["video_frames_skipped"],
                 }
@@ -258,6 +261,7 @@ class LoadResult:
             problems.append(f"{self.sessions - len(spoke)} did not finish speaking")
         late = sum(f["server"]["video_frames_late"] for f in spoke)
         holds = sum(f["server"]["audio_holds"] for f in spoke)
+        held = sum(f["server"]["video_frames_held"] for f in spoke)
         min_fps = min((f["video_fps"] for f in spoke), default=0.0)
         freeze = max((f["max_freeze_ms"] for f in spoke), default=math.inf)
         first = sorted(f["first_speech_ms"] for f in spoke)
@@ -281,6 +285,7 @@ class LoadResult:
             "max_freeze_ms": freeze if math.isfinite(freeze) else None,
             "video_frames_late": late,
             "audio_holds": holds,
+            "video_frames_held": held,
             "min_audio_real_time": min((f["audio_real_time"] for f in spoke), default=0.0),
             "first_speech_p50_ms": statistics.median(first) if first else None,
             "first_speech_p95_ms": first[min(len(first) - 1, math.ceil(0.95 * len(first)) - 1)] if first else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from server.avatars.jobs import PreparationJobs
 from server.capacity import calibrate, capacity_model, configured_costs
@@ -39,6 +40,7 @@ class AvatarServer:
         self.engine = self.choice.engine
         logger.info("lip-sync engine: %s (%s)", self.engine.name, self.choice.reason)
         self.worker = LipSyncWorker(self.engine, settings.lipsync_max_batch)
+        self._switch_interval: float | None = None  # the process's, while this one runs
         self.metrics = ServerMetrics()
         self.audio_decoders = DecodePool(
             "audio-decode",
@@ -94,6 +96,8 @@ class AvatarServer:
         )
 
     async def start(self) -> None:
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.settings.thread_switch_interval_seconds)
         folder = self.settings.avatars_dir
         for name in remove_leftovers(folder):
             logger.info("removed %s, left in %s by an interrupted preparation", name, folder)
@@ -165,3 +169,5 @@ class AvatarServer:
         self.audio_decoders.close()
         self.video_decoders.close()
         self.worker.close()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)

@@ -19,6 +19,8 @@ MIN_DECODE_MEMORY_BYTES = 256 * 1024 * 1024
 
 # Below a minute a client could get credentials that expire before it has connected.
 MIN_TURN_CREDENTIAL_TTL_SECONDS = 60.0
+# Past this, a thread that wants the GIL can wait long enough to break real time.
+MAX_SWITCH_INTERVAL_SECONDS = 0.1
 # A day: longer than sessions usually live (they are renewed when they come near it).
 DEFAULT_TURN_CREDENTIAL_TTL_SECONDS = 24 * 3600.0
 
@@ -153,6 +155,13 @@ class Settings:
     capacity_retry_after_seconds: float = _env("CAPACITY_RETRY_AFTER_SECONDS", default=10.0)
     """Retry-After of a refused session (capacity or limit), and of refused speech when
     none is about to end."""
+
+    # Threads
+    thread_switch_interval_seconds: float = _env("THREAD_SWITCH_INTERVAL_SECONDS", default=0.0005)
+    """Python's switch interval (`sys.setswitchinterval`; Python's default is 0.005). The
+    encoders' threads give up the GIL for each Opus or VP8 call and wait this long to get it
+    back from a busy thread (the render worker, the loop): at 5 ms, a 0.1 ms Opus frame
+    took 7 ms, 12 sessions' audio fell behind and video was held back to it."""
 
     # Clients (rate limits per client address; 0 turns one off)
     create_rate_per_minute: float = _env("RATE_LIMIT_CREATE_PER_MINUTE", default=60.0)
@@ -342,6 +351,10 @@ class Settings:
             problems.append("CAPACITY_SPEAKING_SHARE must be between 0 and 1")
         if not 0 < self.capacity_headroom <= 1:
             problems.append("CAPACITY_HEADROOM must be above 0 and at most 1")
+        if not 0 < self.thread_switch_interval_seconds <= MAX_SWITCH_INTERVAL_SECONDS:
+            problems.append(
+                f"THREAD_SWITCH_INTERVAL_SECONDS must be above 0 and at most {MAX_SWITCH_INTERVAL_SECONDS:g}"
+            )
         for name in (
             "max_upload_bytes", "avatar_max_upload_bytes", "avatar_max_frame_side",
             "events_listener_backlog",

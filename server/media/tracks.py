@@ -16,6 +16,7 @@ from typing import Any
 
 import av
 import numpy as np
+from aiortc.clock import current_ntp_time
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
@@ -42,6 +43,8 @@ from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
 SEND_LATENCY_SMOOTHING = 0.1
 MAX_SEND_ADVANCE = 0.04
 
+NTP_FRACTION = 1 << 32
+"""NTP timestamps count seconds in their upper 32 bits."""
 _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
 OPUS = "audio/opus"
 VP8 = "video/vp8"
@@ -72,6 +75,13 @@ class _PacedTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.codec: str | None = None
         """The negotiated codec's MIME type, lower case (known once the sender starts)."""
+        self.sender: Any = None
+        """Its aiortc RTCRtpSender (`attach_sender`)."""
+        self._last_packet: tuple[int, float] | None = None  # (pts, media time) last given
+        self._packets_seen = 0  # the sender's packet count when the track last looked
+        self._rtp_origin: int | None = None  # the sender's RTP timestamp for pts 0
+        self.reports_stamped = 0
+        """Times the sender's report pair was set to the media time of the frame sent."""
 
     @property
     def send_latency(self) -> float:
@@ -96,9 +106,45 @@ class _PacedTrack(MediaStreamTrack):
             self._woke_at = self._monotonic()
         return released
 
-    def _returned(self, encoded: bool = True) -> None:
+    def _returned(self, encoded: bool = True, packet: av.Packet | None = None) -> None:
+        """A frame is handed to aiortc: `packet`, with its pts (and time base) set, when
+        it is an encoded one (its RTP timestamp is then its pts)."""
         self._last_encoded = encoded
         self.frames_sent += 1
+        if packet is None:
+            self._last_packet = None
+        else:
+            self._last_packet = (packet.pts, float(packet.pts * packet.time_base))
+
+    def _stamp_sender_report(self) -> None:
+        """Pair, in the sender's next RTCP sender report, the RTP timestamp of the frame
+        last sent with that frame's media time (as wall-clock NTP), not with when its
+        packet left.
+
+        aiortc reports the last packet's timestamp with the time it was sent, so a packet
+        that left late (a loaded loop, a slow encode) tells the receiver that the whole
+        track's media is that much later, and its lip sync (a browser's, too) moves by as
+        much until the next report. Called at the start of `recv`, when the sender has
+        just sent the frame before and nothing ran since. aiortc private attributes."""
+        sender, last = self.sender, self._last_packet
+        if sender is None or last is None:
+            return
+        count = getattr(sender, "_RTCRtpSender__packet_count", None)
+        timestamp = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
+        if not isinstance(count, int) or not isinstance(timestamp, int):
+            return
+        sent, self._packets_seen = count != self._packets_seen, count
+        if not sent:  # the last frame was dropped (a disabled sender): nothing to pair
+            return
+        pts, media_time = last
+        origin = (timestamp - pts) & 0xFFFFFFFF
+        if self._rtp_origin is None:
+            self._rtp_origin = origin
+        elif origin != self._rtp_origin:
+            return  # not the timestamp of the frame given last: leave aiortc's pair
+        late = self._monotonic() - self.clock.wall(media_time)
+        sender._RTCRtpSender__ntp_timestamp = current_ntp_time() - round(late * NTP_FRACTION)
+        self.reports_stamped += 1
 
 
 class AvatarAudioTrack(_PacedTrack):
@@ -119,6 +165,7 @@ class AvatarAudioTrack(_PacedTrack):
         self._next: int | None = None
 
     async def recv(self) -> av.Packet | AudioFrame:  # type: ignore[override]
+        self._stamp_sender_report()
         if self._next is None:
             self._next = audio_frame_at_or_after(self.clock.now())
         if self.codec not in (None, OPUS):
@@ -144,7 +191,7 @@ class AvatarAudioTrack(_PacedTrack):
         packet = av.Packet(payload)
         packet.pts = n * AUDIO_SAMPLES_PER_FRAME
         packet.time_base = AUDIO_TIME_BASE
-        self._returned()
+        self._returned(packet=packet)
         return packet
 
     async def _frame_for_aiortc(self) -> AudioFrame:
@@ -197,8 +244,6 @@ class AvatarVideoTrack(_PacedTrack):
         self._executor = executor
         self._idle_loop = idle_loop
         self._encoder = Vp8FrameEncoder()
-        self.sender: Any = None
-        """Its aiortc RTCRtpSender, whose (idle) encoder receives the receiver's REMB."""
         self._keyframe_wanted = False
         self._shared: tuple[int, int] | None = None  # (variant, position - frame), while joined
         self._last_frame = -1
@@ -226,6 +271,7 @@ class AvatarVideoTrack(_PacedTrack):
         self._keyframe_wanted = True
 
     async def recv(self) -> av.Packet | VideoFrame:  # type: ignore[override]
+        self._stamp_sender_report()
         rate = self.playback_fps
         now_index = math.floor((self.clock.now() - self._phase) * rate + TIME_EPSILON)
         if self._next is None:
@@ -270,7 +316,7 @@ class AvatarVideoTrack(_PacedTrack):
         packet = av.Packet(data)
         packet.pts = round(t * VIDEO_CLOCK_RATE)
         packet.time_base = VIDEO_TIME_BASE
-        self._returned(encoded=shared is None)
+        self._returned(encoded=shared is None, packet=packet)
         return packet
 
     async def _wait_for_frame(self, middle: float) -> None:
@@ -407,4 +453,4 @@ def attach_sender(sender: Any, track: AvatarAudioTrack | AvatarVideoTrack) -> No
             track.request_keyframe()
 
         sender._send_keyframe = keyframe
-        track.sender = sender
+    track.sender = sender

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -228,3 +229,10 @@ async def test_by_default_every_admitted_session_can_speak_at_once() -> None:
                 speak(http, first, tone(1.0)), speak(http, second, tone(1.0))
             )
             assert [r.status_code for r in responses] == [200, 200]
+
+
+async def test_the_server_sets_the_thread_switch_interval_while_it_runs() -> None:
+    before = sys.getswitchinterval()
+    async with running_app(make_settings(thread_switch_interval_seconds=0.0007)):
+        assert sys.getswitchinterval() == pytest.approx(0.0007)
+    assert sys.getswitchinterval() == pytest.approx(before)

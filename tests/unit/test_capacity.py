@@ -109,6 +109,8 @@ def test_at_least_one_session_is_always_allowed() -> None:
         ("CAPACITY_CORES", "-1", "CAPACITY_CORES must not be negative"),
         ("CAPACITY_SPEAKING_SHARE", "1.5", "CAPACITY_SPEAKING_SHARE must be between 0 and 1"),
         ("CAPACITY_IDLE_ENCODE_SHARE", "-0.1", "CAPACITY_IDLE_ENCODE_SHARE must not be negative"),
+        ("THREAD_SWITCH_INTERVAL_SECONDS", "0", "THREAD_SWITCH_INTERVAL_SECONDS must be above 0"),
+        ("THREAD_SWITCH_INTERVAL_SECONDS", "1", "THREAD_SWITCH_INTERVAL_SECONDS must be above 0 and at most 0.1"),
     ],
 )
 def test_bad_capacity_settings_name_the_variable(name: str, value: str, message: str) -> None:
