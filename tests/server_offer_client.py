@@ -1,5 +1,6 @@
 """A real aiortc client of the server-offer flow: it asks for the server's offer, answers
-it, and sends its candidates to `/ice` before the answer (as racing clients do); what
+it, and sends its candidates to `/ice` before the answer (as racing clients do; with
+`end_first`, the end of candidates before them, as D-ID's SDK can); what
 arrives is recorded as by ClientPeer, the events from the server-created channel."""
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class ServerOfferPeer(ClientPeer):
         await pc.setLocalDescription(answer)
         self._hook_receivers()
         sdp, candidates = without_candidates(pc.localDescription.sdp)
+        if self.end_first:
+            await self.end_candidates()
         for candidate in candidates:
             sent = await self.http.post(f"{self.api}/ice", json={"candidate": candidate, "sdpMid": "0"})
             sent.raise_for_status()

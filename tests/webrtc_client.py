@@ -103,12 +103,16 @@ class ClientPeer:
         keep_images: bool = False,
         trickle: bool = False,
         configuration: RTCConfiguration | None = None,
+        end_first: bool = False,
     ) -> None:
         self.http = http
         self.session_id = session_id
         self.host_addresses = host_addresses
         self.keep_images = keep_images
         self.trickle = trickle
+        self.end_first = end_first
+        """Trickling, send the end of candidates before them, as a client whose parallel
+        requests race does."""
         self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.received = Received()
         self._tasks: list[asyncio.Task[None]] = []
@@ -148,15 +152,20 @@ class ClientPeer:
         answer = response.json()
         self._hook_receivers()
         await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        if self.trickle and self.end_first:
+            await self.end_candidates()
         for candidate in candidates:
             response = await self.http.post(
                 f"{self.api}/ice", json={"candidate": candidate, "sdpMid": "0", "sdpMLineIndex": 0}
             )
             response.raise_for_status()
-        if self.trickle:
-            response = await self.http.post(f"{self.api}/ice", json={"candidate": ""})
-            response.raise_for_status()
+        if self.trickle and not self.end_first:
+            await self.end_candidates()
         await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def end_candidates(self) -> None:
+        response = await self.http.post(f"{self.api}/ice", json={"candidate": ""})
+        response.raise_for_status()
 
     async def close(self) -> None:
         self._record_rtp_origins()

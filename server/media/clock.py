@@ -17,6 +17,8 @@ VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 
 # Media times within this of a frame boundary count as on it (float round-off).
 TIME_EPSILON = 1e-6
+NTP_UNIX_OFFSET = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix one (1970)
+_CLOCK_READS = 5  # tries at reading both clocks at (nearly) one instant
 
 
 class SessionClock:
@@ -29,6 +31,7 @@ class SessionClock:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
         self._origin = monotonic()
+        self._unix_origin = self._origin + _unix_minus(monotonic)
 
     def now(self) -> float:
         """The current media time."""
@@ -37,6 +40,12 @@ class SessionClock:
     def wall(self, media_time: float) -> float:
         """The monotonic-clock instant of `media_time`."""
         return self._origin + media_time
+
+    def ntp(self, media_time: float) -> int:
+        """`media_time` as a 64-bit NTP timestamp of the wall clock, fixed at the clock's
+        start: two instants' NTP times differ by exactly their media times' difference,
+        however late the caller reads it (what RTCP sender reports must pair)."""
+        return round((self._unix_origin + media_time + NTP_UNIX_OFFSET) * (1 << 32))
 
     async def sleep_until(self, media_time: float, wake: asyncio.Event | None = None) -> bool:
         """Sleep until `media_time`, or until `wake` is set: False when `wake` cut it short."""
@@ -54,6 +63,20 @@ class SessionClock:
         except TimeoutError:
             return True
         return False
+
+
+def _unix_minus(monotonic: Callable[[], float]) -> float:
+    """`time.time()` less `monotonic()`, from the tightest of a few bracketed reads (a
+    thread switch or preemption between two reads would otherwise count as offset)."""
+    best: tuple[float, float] | None = None
+    for _ in range(_CLOCK_READS):
+        before = monotonic()
+        unix = time.time()
+        span = monotonic() - before
+        if best is None or span < best[0]:
+            best = (span, unix - (before + span / 2))
+    assert best is not None
+    return best[1]
 
 
 def audio_frame_time(n: int) -> float:

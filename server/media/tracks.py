@@ -16,7 +16,6 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc.clock import current_ntp_time
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
@@ -43,7 +42,6 @@ from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
 SEND_LATENCY_SMOOTHING = 0.1
 MAX_SEND_ADVANCE = 0.04
 
-NTP_FRACTION = 1 << 32
 """NTP timestamps count seconds in their upper 32 bits."""
 _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
 OPUS = "audio/opus"
@@ -80,8 +78,6 @@ class _PacedTrack(MediaStreamTrack):
         self._last_packet: tuple[int, float] | None = None  # (pts, media time) last given
         self._packets_seen = 0  # the sender's packet count when the track last looked
         self._rtp_origin: int | None = None  # the sender's RTP timestamp for pts 0
-        self.reports_stamped = 0
-        """Times the sender's report pair was set to the media time of the frame sent."""
 
     @property
     def send_latency(self) -> float:
@@ -142,9 +138,7 @@ class _PacedTrack(MediaStreamTrack):
             self._rtp_origin = origin
         elif origin != self._rtp_origin:
             return  # not the timestamp of the frame given last: leave aiortc's pair
-        late = self._monotonic() - self.clock.wall(media_time)
-        sender._RTCRtpSender__ntp_timestamp = current_ntp_time() - round(late * NTP_FRACTION)
-        self.reports_stamped += 1
+        sender._RTCRtpSender__ntp_timestamp = self.clock.ntp(media_time)
 
 
 class AvatarAudioTrack(_PacedTrack):

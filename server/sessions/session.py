@@ -162,6 +162,8 @@ class Session:
         """Video frames are scaled to this height from the next connection on (TWIN's
         `responseResolution`); None: the avatar's own size."""
         self._early_candidates: list[RTCIceCandidate | None] = []
+        self._candidates_added = 0  # remote candidates given to the current connection
+        self._end_of_candidates_held = False  # see `_add_candidate`
         self._awaiting_answer = False
         self._negotiation = asyncio.Lock()
         self._receiving = False
@@ -284,7 +286,7 @@ class Session:
             self._audio, self._video, self._offer = audio, video, offer
             self.connection_id = secrets.token_urlsafe(12)
             self._awaiting_answer = False  # a client offer in place of a server offer
-            self._early_candidates.clear()
+            self._forget_candidates()
             self.connections += 1
             self._update_state()
             self._cancel_grace()
@@ -373,7 +375,7 @@ class Session:
             self._awaiting_answer = False
             early, self._early_candidates = self._early_candidates, []
             for candidate in early:
-                await pc.addIceCandidate(candidate)
+                await self._add_candidate(pc, candidate)
             self._log.info("session %s: answer accepted (%d early candidates)", self.id, len(early))
 
     @property
@@ -404,7 +406,33 @@ class Session:
             raise NotConnectedError("Send the offer before its ICE candidates.")
         if candidate is not None and candidate.component != RTP_COMPONENT:
             return  # an RTCP candidate: rtcp-mux carries RTCP on component 1
+        await self._add_candidate(pc, candidate)
+
+    async def _add_candidate(self, pc: RTCPeerConnection, candidate: RTCIceCandidate | None) -> None:
+        """Give `pc` a remote candidate, or the end of them (None) once it has one.
+
+        Clients that trickle over HTTP send each candidate in its own request, without
+        waiting for the one before (D-ID's SDK does), so the end can arrive first. Given
+        first, it would make aioice drop the component (no candidates for it), ignore the
+        candidates after it, and fail the connection even as its checks succeed. Held
+        until a candidate came, it changes nothing; without one ICE still connects
+        through the client's checks (peer-reflexive candidates)."""
+        if candidate is None:
+            if self._candidates_added == 0:
+                self._end_of_candidates_held = True
+                return
+        else:
+            self._candidates_added += 1
         await pc.addIceCandidate(candidate)
+        if candidate is not None and self._end_of_candidates_held:
+            self._end_of_candidates_held = False
+            await pc.addIceCandidate(None)
+
+    def _forget_candidates(self) -> None:
+        """A new (or no) connection: nothing trickled for the last one counts."""
+        self._early_candidates.clear()
+        self._candidates_added = 0
+        self._end_of_candidates_held = False
 
     async def end_connection(self, connection_id: str, reason: str) -> bool:
         """End the peer connection `connection_id` (if it is still the current one); the
@@ -637,7 +665,7 @@ class Session:
         pc, self._pc = self._pc, None
         self._offer = None
         self._awaiting_answer = False
-        self._early_candidates.clear()
+        self._forget_candidates()
         self.connection_id = None
         if pc is not None:
             await self._close_connection(pc, reason)

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_settings, running_app
+from tests.server_offer_client import ServerOfferPeer
 from tests.webrtc_client import ClientPeer
 
 pytestmark = pytest.mark.webrtc
@@ -24,6 +25,29 @@ async def test_trickled_candidates_and_end_of_candidates_connect(http: httpx.Asy
         info = (await http.get(f"/webrtc/sessions/{sid}")).json()
         assert info["state"] == "idle"
         assert info["connection_state"] == "connected"
+    finally:
+        await peer.close()
+
+
+@pytest.mark.parametrize("flow", ["client offer", "server offer"])
+async def test_the_end_of_candidates_sent_before_the_candidates_still_connects(
+    http: httpx.AsyncClient, flow: str
+) -> None:
+    """Clients that trickle in parallel requests (D-ID's SDK) race the end of candidates
+    past them: given to ICE first, it failed the connection while its checks succeeded."""
+    sid = (await http.post("/webrtc/sessions/create")).json()["session_id"]
+    kind = ClientPeer if flow == "client offer" else ServerOfferPeer
+    peer = kind(http, sid, trickle=True, end_first=True)
+    try:
+        await peer.connect(timeout=10)
+        await asyncio.sleep(0.5)
+        assert len(peer.received.video) > 3
+        info = (await http.get(f"/webrtc/sessions/{sid}")).json()
+        assert info["connection_state"] == "connected"
+        # Its candidates still count: a later end of candidates is no error either.
+        await peer.end_candidates()
+        await asyncio.sleep(0.3)
+        assert (await http.get(f"/webrtc/sessions/{sid}")).json()["connection_state"] == "connected"
     finally:
         await peer.close()
 
