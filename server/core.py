@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 
@@ -25,6 +26,21 @@ from server.settings import Settings
 from server.tts.selection import build_tts
 
 logger = logging.getLogger(__name__)
+_frozen_by = 0  # servers running in this process that froze the heap (tests run several)
+
+
+def _freeze_heap() -> None:
+    global _frozen_by
+    gc.freeze()
+    _frozen_by += 1
+
+
+def _thaw_heap() -> None:
+    """The collector scans everything again once the last server in the process closed."""
+    global _frozen_by
+    _frozen_by -= 1
+    if _frozen_by == 0:
+        gc.unfreeze()
 
 VIDEO_DECODE_WORKERS = 2
 """One for the preparation running (they run one at a time), one for checking new uploads."""
@@ -41,6 +57,7 @@ class AvatarServer:
         logger.info("lip-sync engine: %s (%s)", self.engine.name, self.choice.reason)
         self.worker = LipSyncWorker(self.engine, settings.lipsync_max_batch)
         self._switch_interval: float | None = None  # the process's, while this one runs
+        self._gc_frozen = False
         self.metrics = ServerMetrics()
         self.audio_decoders = DecodePool(
             "audio-decode",
@@ -114,6 +131,12 @@ class AvatarServer:
         )
         self.sessions.start()
         self.renders.start()
+        # What is loaded by now (the libraries, the engine, the capacity model) lives as long
+        # as the server: left out of the collector's full passes, which otherwise scanned it
+        # all while every session's media waited (225 ms with 12 sessions speaking, a gap
+        # in every session's video at once).
+        _freeze_heap()
+        self._gc_frozen = True
         self.accepting = True
 
     async def _calibrate(self) -> None:
@@ -171,3 +194,6 @@ class AvatarServer:
         self.worker.close()
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
+        if self._gc_frozen:
+            _thaw_heap()
+            self._gc_frozen = False

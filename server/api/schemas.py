@@ -221,6 +221,11 @@ class MediaInfo(BaseModel):
     video_frames_shared: int = Field(
         default=0, description="Video frames sent from the avatar's shared idle loop, not encoded for this session."
     )
+    video_frames_repeated: int = Field(
+        default=0,
+        description="Video frames that showed the picture before again (playback_fps above fps), "
+        "sent as a VP8 repeat frame rather than encoded again.",
+    )
     video_keyframe_requests: int = Field(default=0, description="Keyframe requests (PLI/FIR) from the receiver.")
     video_grid_moves: int = Field(
         default=0,

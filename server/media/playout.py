@@ -334,9 +334,10 @@ class Playout:
         accepted = utterance.accepted_at if utterance.accepted_at is not None else self.clock.now()
         return accepted + self._start_delay + offset
 
-    def frame_wanted(self, utterance: Utterance, j: int) -> float:
+    def frame_wanted(self, utterance: Utterance, j: int, due: float | None = None) -> float:
         """The media time frame `j` of `utterance` is wanted rendered by: its due time
-        (`frame_due`), or the utterance's acceptance for the frames its start waits for.
+        (`frame_due`, or `due` when the caller has it), or the utterance's acceptance for
+        the frames its start waits for.
 
         A start that has not been set is as early as those frames make it, so they are
         wanted at once: due at an estimated start, they would queue behind other sessions'
@@ -349,7 +350,7 @@ class Playout:
             and j < self.prebuffer_frames(utterance)
         ):
             return utterance.accepted_at
-        return self.frame_due(utterance, j)
+        return self.frame_due(utterance, j) if due is None else due
 
     def seconds_until_free(self) -> float:
         """An estimate of when the current utterance will have finished playing."""

@@ -232,6 +232,9 @@ class AvatarVideoTrack(_PacedTrack):
         self.frames_skipped = 0
         self.frames_shared = 0
         """Frames sent from the shared idle loop rather than encoded for this viewer."""
+        self.frames_repeated = 0
+        """Frames that showed the rendered picture before again (playback_fps above fps),
+        sent as a VP8 repeat frame rather than encoded again."""
         self.loop_switches = 0
         """Switches between the shared loop and the track's own encoder, both ways."""
         self.keyframe_requests = 0
@@ -244,6 +247,8 @@ class AvatarVideoTrack(_PacedTrack):
         # Where to join the loop: (variant, offset, frame); variant None: nothing matched.
         self._plan: tuple[int | None, int, int] | None = None
         self._last_image: tuple[Any, np.ndarray] | None = None  # a rendered frame, converted
+        self._shown: Any = None
+        """The rendered image the receiver shows, if this track's encoder sent it last."""
         self._next: int | None = None
         self._phase = 0.0
         """Frame k leaves at k / playback_fps + this: the grid moves at each speech start."""
@@ -299,13 +304,26 @@ class AvatarVideoTrack(_PacedTrack):
         if self.codec not in (None, VP8):
             return self._frame_for_aiortc(pick, t)
         data = shared = self._from_shared_loop(k, pick)
+        repeat = None
         if shared is None:
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
-            data = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encode, pick, round(t * VIDEO_CLOCK_RATE), keyframe
-            )
+            if not keyframe and pick.image is not None and pick.image is self._shown:
+                repeat = self._encoder.repeat()
+            if repeat is None:
+                data = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._encode, pick, round(t * VIDEO_CLOCK_RATE), keyframe
+                )
+            else:
+                data = repeat
+                self.frames_repeated += 1
+                # Ready at once, it would leave early by what encoding takes (the frame was
+                # released that early): it waits to leave on time, as an encoded one does,
+                # and the next frame is released early by the encoder's latency again.
+                await self.clock.sleep_until(t - self._latency[False])
+                self._woke_at = None  # this frame says nothing of the encoder's latency
         else:
             self.frames_shared += 1
+            self._shown = None
         self._last_frame = k
         packet = av.Packet(data)
         packet.pts = round(t * VIDEO_CLOCK_RATE)
@@ -357,6 +375,7 @@ class AvatarVideoTrack(_PacedTrack):
         frame.pts = round(t * VIDEO_CLOCK_RATE)
         frame.time_base = VIDEO_TIME_BASE
         self._last_frame = -1
+        self._shown = None
         self._returned()
         return frame
 
@@ -371,6 +390,7 @@ class AvatarVideoTrack(_PacedTrack):
             yuv = to_yuv420p(pick.image, self.output_size)
             self._last_image = (pick.image, yuv)
         data, _ = self._encoder.encode(yuv, pts, keyframe, self._wanted_bitrate())
+        self._shown = pick.image
         return data
 
     def _wanted_bitrate(self) -> int | None:

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from av.video.frame import PictureType
 
+from server.media.vp8_repeat import repeat_frame
+
 VIDEO_CODEC = "libvpx"
 PIXEL_FORMAT = "yuv420p"
 TIME_BASE = Fraction(1, 90_000)
@@ -101,6 +103,7 @@ class Vp8FrameEncoder:
         self.bitrate = BITRATE
         self.frames_encoded = 0
         self.keyframes = 0
+        self._version: int | None = None  # the stream's VP8 version, from its frame tags
 
     def encode(
         self, yuv: np.ndarray | av.VideoFrame, pts: int, keyframe: bool = False, bitrate: int | None = None
@@ -128,7 +131,18 @@ class Vp8FrameEncoder:
         self.frames_encoded += 1
         is_key = bool(data) and not data[0] & 1  # VP8 frame tag: bit 0 clear on a keyframe
         self.keyframes += is_key
+        if data:
+            self._version = data[0] >> 1 & 7
         return data, is_key
+
+    def repeat(self) -> bytes | None:
+        """A frame that shows the picture encoded last again, without encoding it (what
+        libvpx would do with the same picture, for nothing: server/media/vp8_repeat.py);
+        the encoder's next frame follows on as if it had not been sent. None before a
+        first frame."""
+        if self._codec is None or self._version is None:
+            return None
+        return repeat_frame(self._codec.width, self._codec.height, self._version)
 
     @staticmethod
     def _open(

@@ -51,8 +51,11 @@ async def render_frames(
         counter = utterance.start_counter + j
         requests.append(RenderRequest(avatar, playout.avatar_index(counter), frame_features))
         group_start = j - (j - frames.start) % batch_size
-        deadlines.append(clock.wall(playout.frame_due(utterance, group_start)))
-        wanted.append(clock.wall(playout.frame_wanted(utterance, group_start)))
+        if group_start == j:  # the group's times, once for its frames
+            due = playout.frame_due(utterance, group_start)
+            group_times = clock.wall(due), clock.wall(playout.frame_wanted(utterance, group_start, due))
+        deadlines.append(group_times[0])
+        wanted.append(group_times[1])
     futures: list[asyncio.Future] = worker.render(requests, deadlines, owner=owner, wanted=wanted)
     try:
         for j, future in zip(frames, futures):

@@ -242,6 +242,7 @@ class Session:
                 if self._video
                 else None,
                 "video_frames_shared": self._video.frames_shared if self._video else 0,
+                "video_frames_repeated": self._video.frames_repeated if self._video else 0,
                 "video_keyframe_requests": self._video.keyframe_requests if self._video else 0,
                 "video_grid_moves": self._video.rephased if self._video else 0,
             },

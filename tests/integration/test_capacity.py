@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from server import core
 from server.settings import Settings
 from tests.conftest import make_settings, running_app
 from tests.integration.test_busy_policy import connected_session, speak, tone
@@ -236,3 +238,25 @@ async def test_the_server_sets_the_thread_switch_interval_while_it_runs() -> Non
     async with running_app(make_settings(thread_switch_interval_seconds=0.0007)):
         assert sys.getswitchinterval() == pytest.approx(0.0007)
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+async def test_what_the_server_loaded_at_start_is_left_out_of_full_collections() -> None:
+    """Objects alive when the server started are frozen (`gc.freeze`), so a full collection
+    while sessions speak scans only what came later (it scanned everything for 225 ms with
+    12 sessions speaking); they are thawed when the last server in the process closes
+    (here other tests' servers may still run: session fixtures)."""
+    running = core._frozen_by
+    long_lived = [[i] for i in range(1000)]  # loaded before the server starts
+    async with running_app(make_settings()):
+        assert core._frozen_by == running + 1
+        assert gc.get_freeze_count() >= len(long_lived)
+        assert not any(item is long_lived[0] for item in gc.get_objects())
+        later = [0]
+        assert any(item is later for item in gc.get_objects())  # what comes later is scanned
+        async with running_app(make_settings()):  # a second server in the same process
+            pass
+        assert core._frozen_by == running + 1 and gc.get_freeze_count() >= len(long_lived)
+    assert core._frozen_by == running
+    if running == 0:
+        assert gc.get_freeze_count() == 0
+        assert any(item is long_lived[0] for item in gc.get_objects())
