@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import sys
@@ -27,6 +28,29 @@ from server.tts.selection import build_tts
 
 logger = logging.getLogger(__name__)
 _frozen_by = 0  # servers running in this process that froze the heap (tests run several)
+
+
+# glibc's mallopt parameters (malloc.h), and the largest allocation it may serve from the
+# heap instead of a mapping of its own (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 32 << 20
+
+
+def keep_freed_memory(mib: int) -> bool:
+    """Let glibc keep up to `mib` MiB of freed memory for reuse and serve allocations up to
+    32 MiB from it (KEEP_FREED_MEMORY_MIB): False where there is no glibc, or `mib` is 0.
+    The process's setting from then on (glibc cannot go back to its adaptive threshold)."""
+    if mib <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): its own allocator's ways
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, mib << 20)
+    )
 
 
 def _freeze_heap() -> None:
@@ -115,6 +139,8 @@ class AvatarServer:
     async def start(self) -> None:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(self.settings.thread_switch_interval_seconds)
+        if keep_freed_memory(self.settings.keep_freed_memory_mib):
+            logger.debug("freed memory kept for reuse: up to %d MiB", self.settings.keep_freed_memory_mib)
         folder = self.settings.avatars_dir
         for name in remove_leftovers(folder):
             logger.info("removed %s, left in %s by an interrupted preparation", name, folder)
