@@ -54,8 +54,12 @@ def keep_freed_memory(mib: int) -> bool:
 
 
 def _freeze_heap() -> None:
+    """Leave what is alive now out of the collector's full passes (the first server in the
+    process does: later ones would freeze the garbage of those before them for good)."""
     global _frozen_by
-    gc.freeze()
+    if _frozen_by == 0:
+        gc.collect()  # what is garbage now is not kept forever
+        gc.freeze()
     _frozen_by += 1
 
 
