@@ -1,7 +1,8 @@
 """The OpenAPI description as the server really answers: refusal shapes and links.
 
 Routes document their own refusals (`responses=`); what is shared lives here: the 400 of
-a request naming another host, the 422 answer (the error handler's `{"detail": str,
+a request naming another host, the 403 of a state-changing request from another site's
+page (server/api/origins.py), the 422 answer (the error handler's `{"detail": str,
 "errors": [...]}`, not FastAPI's default), the 503 of a server that is shutting down,
 and OpenAPI links, which tell a client (and schemathesis' stateful tests) that the id a
 call returns is what later calls take.
@@ -39,6 +40,13 @@ WRONG_HOST = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
 }
 
+# Any state-changing request from a page of another site (server/api/origins.py).
+CROSS_SITE = (
+    "A request from a page of another site (its Origin is neither this server's nor in "
+    "CORS_ALLOW_ORIGINS, or the browser marks it cross-site)."
+)
+STATE_CHANGING_METHODS = ("post", "put", "patch", "delete")
+
 SHUTTING_DOWN = {503: {"model": ErrorResponse, "description": "The server is shutting down."}}
 
 
@@ -60,9 +68,11 @@ def install_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = generate()
             for path in schema.get("paths", {}).values():
-                for operation in path.values():
+                for method, operation in path.items():
                     responses = operation.get("responses", {})
                     responses.setdefault("400", WRONG_HOST)
+                    if method in STATE_CHANGING_METHODS:
+                        _add_cross_site(responses)
                     default = responses.get("422", {})
                     if _references(default, FASTAPI_VALIDATION_ERROR):
                         del responses["422"]
@@ -73,6 +83,18 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_cross_site(responses: dict[str, Any]) -> None:
+    """Document the cross-site 403 beside a route's own 403, if it has one."""
+    own = responses.get("403")
+    if own is None:
+        responses["403"] = {
+            "description": CROSS_SITE,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+        }
+    elif CROSS_SITE not in own.get("description", ""):
+        own["description"] = f"{own.get('description', '').rstrip()} Or {CROSS_SITE[0].lower()}{CROSS_SITE[1:]}".strip()
 
 
 def _references(response: dict[str, Any], reference: str) -> bool:

@@ -52,3 +52,25 @@ async def test_create_links_every_call_on_the_session(http: httpx.AsyncClient) -
     assert all(
         link["parameters"] == {"session_id": "$response.body#/session_id"} for link in links.values()
     )
+
+
+async def test_every_state_changing_operation_documents_the_cross_site_403(http: httpx.AsyncClient) -> None:
+    """Any POST, PUT, PATCH or DELETE from another site's page is refused with 403
+    (server/api/origins.py): each operation says so, beside its own 403 if it has one."""
+    description = await _description(http)
+    operations = [
+        (path, method, operation)
+        for path, item in description["paths"].items()
+        for method, operation in item.items()
+        if method in ("post", "put", "patch", "delete")
+    ]
+    assert len(operations) > 20
+    for path, method, operation in operations:
+        refusal = operation["responses"].get("403")
+        assert refusal is not None and "another site" in refusal["description"], (method, path)
+    own = description["paths"]["/avatars/{avatar_id}"]["delete"]["responses"]["403"]["description"]
+    assert own.startswith("The built-in avatar.")  # the route's own 403 is kept
+
+    refused = await http.delete("/webrtc/sessions/nope", headers={"Origin": "https://elsewhere.example"})
+    assert refused.status_code == 403
+    assert "elsewhere.example" in refused.json()["detail"]
