@@ -20,12 +20,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtcpSrPacket
 
+from server.media.clock import NTP_SECOND, NTP_UNIX_OFFSET
 from server.media.rtc import restrict_host_addresses
 
 AUDIO_RATE = 48_000
 VIDEO_RATE = 90_000
-NTP_EPOCH_SHIFT = 2**32
-NTP_UNIX_OFFSET = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix one (1970)
 
 # The demo avatar's mouth, in pixels of its 512 x 512 frames (it sways a few pixels).
 MOUTH_BOX = (200, 300, 312, 390)  # x1, y1, x2, y2
@@ -287,7 +286,7 @@ class ClientPeer:
                 if isinstance(packet, RtcpSrPacket):
                     info = packet.sender_info
                     _reports.append(
-                        SenderReport(info.ntp_timestamp / NTP_EPOCH_SHIFT, info.rtp_timestamp, time.monotonic())
+                        SenderReport(info.ntp_timestamp / NTP_SECOND, info.rtp_timestamp, time.monotonic())
                     )
                 await _original(packet)
 

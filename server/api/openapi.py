@@ -34,10 +34,12 @@ def invalid_request(description: str) -> dict[int | str, dict[str, Any]]:
     return {422: {"model": InvalidRequestResponse, "description": description}}
 
 
+ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+
 # Any request naming a host the server does not answer to (server/api/hosts.py).
 WRONG_HOST = {
     "description": "A Host header the server does not answer to (ALLOWED_HOSTS).",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    "content": ERROR_CONTENT,
 }
 
 # Any state-changing request from a page of another site (server/api/origins.py).
@@ -89,10 +91,7 @@ def _add_cross_site(responses: dict[str, Any]) -> None:
     """Document the cross-site 403 beside a route's own 403, if it has one."""
     own = responses.get("403")
     if own is None:
-        responses["403"] = {
-            "description": CROSS_SITE,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-        }
+        responses["403"] = {"description": CROSS_SITE, "content": ERROR_CONTENT}
     elif CROSS_SITE not in own.get("description", ""):
         own["description"] = f"{own.get('description', '').rstrip()} Or {CROSS_SITE[0].lower()}{CROSS_SITE[1:]}".strip()
 

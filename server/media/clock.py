@@ -18,6 +18,7 @@ VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 # Media times within this of a frame boundary count as on it (float round-off).
 TIME_EPSILON = 1e-6
 NTP_UNIX_OFFSET = 2_208_988_800  # seconds from the NTP epoch (1900) to the Unix one (1970)
+NTP_SECOND = 1 << 32  # an NTP timestamp counts seconds in its upper 32 bits
 _CLOCK_READS = 5  # tries at reading both clocks at (nearly) one instant
 
 
@@ -45,7 +46,7 @@ class SessionClock:
         """`media_time` as a 64-bit NTP timestamp of the wall clock, fixed at the clock's
         start: two instants' NTP times differ by exactly their media times' difference,
         however late the caller reads it (what RTCP sender reports must pair)."""
-        return round((self._unix_origin + media_time + NTP_UNIX_OFFSET) * (1 << 32))
+        return round((self._unix_origin + media_time + NTP_UNIX_OFFSET) * NTP_SECOND)
 
     async def sleep_until(self, media_time: float, wake: asyncio.Event | None = None) -> bool:
         """Sleep until `media_time`, or until `wake` is set: False when `wake` cut it short."""

@@ -42,7 +42,6 @@ from server.media.video_encoder import Vp8FrameEncoder, to_yuv420p
 SEND_LATENCY_SMOOTHING = 0.1
 MAX_SEND_ADVANCE = 0.04
 
-"""NTP timestamps count seconds in their upper 32 bits."""
 _SILENCE = np.zeros((1, AUDIO_SAMPLES_PER_FRAME), np.int16)
 OPUS = "audio/opus"
 VP8 = "video/vp8"
@@ -304,6 +303,7 @@ class AvatarVideoTrack(_PacedTrack):
         if self.codec not in (None, VP8):
             return self._frame_for_aiortc(pick, t)
         data = shared = self._from_shared_loop(k, pick)
+        pts = round(t * VIDEO_CLOCK_RATE)
         repeat = None
         if shared is None:
             keyframe, self._keyframe_wanted = self._keyframe_wanted, False
@@ -311,7 +311,7 @@ class AvatarVideoTrack(_PacedTrack):
                 repeat = self._encoder.repeat()
             if repeat is None:
                 data = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._encode, pick, round(t * VIDEO_CLOCK_RATE), keyframe
+                    self._executor, self._encode, pick, pts, keyframe
                 )
             else:
                 data = repeat
@@ -326,7 +326,7 @@ class AvatarVideoTrack(_PacedTrack):
             self._shown = None
         self._last_frame = k
         packet = av.Packet(data)
-        packet.pts = round(t * VIDEO_CLOCK_RATE)
+        packet.pts = pts
         packet.time_base = VIDEO_TIME_BASE
         self._returned(encoded=shared is None, packet=packet)
         return packet

@@ -6,9 +6,7 @@ import time
 
 import pytest
 
-from server.media.clock import NTP_UNIX_OFFSET, SessionClock
-
-NTP_SECOND = 1 << 32
+from server.media.clock import NTP_SECOND, NTP_UNIX_OFFSET, SessionClock
 
 
 def test_ntp_times_differ_by_exactly_the_media_times_however_late_they_are_read() -> None:
