@@ -83,7 +83,10 @@ class AvatarServer:
         self.choice = choice or select_engine(settings)
         self.engine = self.choice.engine
         logger.info("lip-sync engine: %s (%s)", self.engine.name, self.choice.reason)
-        self.worker = LipSyncWorker(self.engine, settings.lipsync_max_batch)
+        self.worker = LipSyncWorker(
+            self.engine, settings.lipsync_max_batch,
+            None if settings.lipsync_render_ahead_seconds < 0 else settings.lipsync_render_ahead_seconds,
+        )
         self._switch_interval: float | None = None  # the process's, while this one runs
         self._gc_frozen = False
         self.metrics = ServerMetrics()

@@ -77,6 +77,10 @@ class LipSyncEngine(abc.ABC):
     audio_context_seconds: float = 0.0
     """Audio before a frame that its features look at (the sliding context streamed
     speech gives `audio_features`)."""
+    render_ahead_seconds: float | None = None
+    """How long before a job is wanted the worker may start it; None: as early as it
+    likes. An engine that renders on the CPU shares the cores with the decoders, the
+    event loop and the encoders: frames rendered far ahead take them from work due now."""
 
     @abc.abstractmethod
     def load_avatar(self, avatar: Avatar) -> LoadedAvatar:

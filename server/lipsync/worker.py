@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from server.lipsync.engine import LipSyncEngine, RenderRequest
+from server.lipsync.engine import LipSyncEngine, LoadedAvatar, RenderRequest
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class _Job:
     future: asyncio.Future[Any] = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
     owner: Hashable = field(default=None, compare=False)
+    not_before: float = field(default=0.0, compare=False)
+    """A `time.monotonic()` instant the job is not started before."""
 
 
 class WorkerClosedError(RuntimeError):
@@ -78,11 +80,17 @@ class LipSyncWorker:
     order, because it uses the same device.
     """
 
-    def __init__(self, engine: LipSyncEngine, max_batch: int = 0) -> None:
+    def __init__(self, engine: LipSyncEngine, max_batch: int = 0, render_ahead: float | None = None) -> None:
         self.engine = engine
         self.max_batch = max_batch or engine.default_max_batch
+        self.render_ahead = engine.render_ahead_seconds if render_ahead is None else render_ahead
+        """How long before a frame is wanted a session's rendering lets the worker start
+        it (`render_frames`); None: at once."""
         self.stats = WorkerStats()
         self._queue: list[_Job] = []
+        """Jobs that may start now, in the order they are wanted."""
+        self._later: list[tuple[float, int, _Job]] = []
+        """Jobs held until their `not_before`, in that order."""
         self._seq = itertools.count()
         self._wakeup = threading.Condition()
         self._closed = False
@@ -99,18 +107,21 @@ class LipSyncWorker:
         deadlines: Sequence[float],
         owner: Hashable = None,
         wanted: Sequence[float] | None = None,
+        not_before: Sequence[float] | None = None,
     ) -> list[asyncio.Future[np.ndarray]]:
         """Queue frames to render; `deadlines` are `time.monotonic()` instants.
 
         The queue takes them in the order of `wanted` (instants too; by default the
         deadlines): a frame wanted before its deadline goes ahead of frames due sooner.
+        A frame is not started before its `not_before` instant (by default: at once).
         `owner` (a session) only feeds the statistics of batch sharing.
         """
         loop = asyncio.get_running_loop()
         wanted = deadlines if wanted is None else wanted
+        starts = not_before if not_before is not None else [0.0] * len(requests)
         jobs = [
-            _Job(first, next(self._seq), deadline, request, None, loop.create_future(), loop, owner)
-            for request, deadline, first in zip(requests, deadlines, wanted, strict=True)
+            _Job(first, next(self._seq), deadline, request, None, loop.create_future(), loop, owner, start)
+            for request, deadline, first, start in zip(requests, deadlines, wanted, starts, strict=True)
         ]
         self._enqueue(jobs)
         return [job.future for job in jobs]
@@ -131,11 +142,38 @@ class LipSyncWorker:
         self._enqueue([job])
         return await job.future
 
+    async def features_and_first_frames(
+        self,
+        samples: np.ndarray,
+        fps: float,
+        feature_frames: range,
+        first: Sequence[tuple[LoadedAvatar, int, float]],
+        wanted: float,
+        owner: Hashable = None,
+    ) -> tuple[list[Any], list[np.ndarray]]:
+        """The engine's features of `feature_frames` (`audio_features`), and the first
+        `len(first)` of those frames ((avatar, avatar index, deadline) each) rendered
+        from them in the same turn of the worker: what a start of speech waits for, in
+        one trip to the worker instead of two (each trip waits for the loop and the
+        worker's thread to get a core: tens of ms on a busy host). Queued as wanted at
+        `wanted`."""
+
+        def features_then_frames() -> tuple[list[Any], list[np.ndarray]]:
+            features = self.engine.audio_features(samples, fps, feature_frames)
+            requests = [RenderRequest(avatar, index, f) for (avatar, index, _), f in zip(first, features)]
+            images = self._render_counted(requests, {owner}) if requests else []
+            finished = time.monotonic()
+            self.stats.frames_late += sum(finished > deadline for _, _, deadline in first[: len(images)])
+            return features, images
+
+        return await self.call(features_then_frames, deadline=wanted)
+
     def close(self) -> None:
         """Stop taking jobs; queued ones fail with `WorkerClosedError`."""
         with self._wakeup:
             self._closed = True
-            pending, self._queue = self._queue, []
+            pending = self._queue + [job for _, _, job in self._later]
+            self._queue, self._later = [], []
             self._wakeup.notify_all()
         for job in pending:
             _deliver(job, error=WorkerClosedError("the render worker was closed"))
@@ -152,18 +190,27 @@ class LipSyncWorker:
         with self._wakeup:
             if self._closed:
                 raise WorkerClosedError("the render worker was closed")
+            now = time.monotonic()
             for job in jobs:
-                heapq.heappush(self._queue, job)
+                if job.not_before > now:
+                    heapq.heappush(self._later, (job.not_before, job.seq, job))
+                else:
+                    heapq.heappush(self._queue, job)
             self._wakeup.notify()
 
     # --- the worker thread ----------------------------------------------------------------
 
     def _next_jobs(self) -> list[_Job] | None:
         with self._wakeup:
-            while not self._queue and not self._closed:
-                self._wakeup.wait()
-            if self._closed:
-                return None
+            while True:
+                if self._closed:
+                    return None
+                now = time.monotonic()
+                while self._later and self._later[0][0] <= now:
+                    heapq.heappush(self._queue, heapq.heappop(self._later)[2])
+                if self._queue:
+                    break
+                self._wakeup.wait(self._later[0][0] - now if self._later else None)
             first = heapq.heappop(self._queue)
             jobs = [first]
             if first.request is not None:
@@ -187,18 +234,8 @@ class LipSyncWorker:
                     self.stats.calls += 1
                     results: list[Any] = [jobs[0].call()]
                 else:
-                    results = self.engine.render([job.request for job in jobs])  # type: ignore[misc]
-                    if len(results) != len(jobs):
-                        raise RuntimeError(
-                            f"engine {self.engine.name} returned {len(results)} frames "
-                            f"for {len(jobs)} requests"
-                        )
-                    self.stats.batches += 1
-                    self.stats.frames_rendered += len(jobs)
-                    if len({job.owner for job in jobs}) > 1:
-                        self.stats.shared_batches += 1
-                    sizes = self.stats.batch_sizes
-                    sizes[len(jobs)] = sizes.get(len(jobs), 0) + 1
+                    requests = [job.request for job in jobs]
+                    results = self._render_counted(requests, {job.owner for job in jobs})  # type: ignore[arg-type]
             except Exception as error:  # delivered to whoever waits for the result
                 if jobs[0].request is not None:
                     logger.exception("engine %s failed to render a batch", self.engine.name)
@@ -211,6 +248,23 @@ class LipSyncWorker:
                 if job.request is not None and finished > job.deadline:
                     self.stats.frames_late += 1
                 _deliver(job, result=result)
+
+
+    def _render_counted(self, requests: list[RenderRequest], owners: set[Hashable]) -> list[np.ndarray]:
+        """One engine batch, on the worker's thread, counted in the statistics."""
+        results = self.engine.render(requests)
+        if len(results) != len(requests):
+            raise RuntimeError(
+                f"engine {self.engine.name} returned {len(results)} frames "
+                f"for {len(requests)} requests"
+            )
+        self.stats.batches += 1
+        self.stats.frames_rendered += len(requests)
+        if len(owners) > 1:
+            self.stats.shared_batches += 1
+        sizes = self.stats.batch_sizes
+        sizes[len(requests)] = sizes.get(len(requests), 0) + 1
+        return results
 
 
 def _deliver(job: _Job, result: Any = None, error: BaseException | None = None) -> None:

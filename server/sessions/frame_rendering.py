@@ -37,28 +37,48 @@ async def render_frames(
     The engine's features come from `samples`, in which those frames are
     `feature_frames` (the whole audio, or a window of it). Jobs carry the time their
     frames will be shown as deadline, and a session's `batch_size` consecutive frames
-    share one so the worker keeps them together. Cancelled, it cancels its jobs.
+    share one so the worker keeps them together; none is started more than the worker's
+    `render_ahead` before it is wanted. The leading frames wanted already (those a start
+    of speech waits for) are rendered with the features, in the same turn of the worker.
+    Cancelled, it cancels its jobs.
     """
     clock = playout.clock
-    first_wanted = clock.wall(playout.frame_wanted(utterance, frames.start))
-    features = await worker.call(
-        worker.engine.audio_features, samples, utterance.fps, feature_frames, deadline=first_wanted
-    )
-    requests = []
+    indices = []
     deadlines = []
     wanted = []
-    for j, frame_features in zip(frames, features, strict=True):
-        counter = utterance.start_counter + j
-        requests.append(RenderRequest(avatar, playout.avatar_index(counter), frame_features))
+    for j in frames:
+        indices.append(playout.avatar_index(utterance.start_counter + j))
         group_start = j - (j - frames.start) % batch_size
         if group_start == j:  # the group's times, once for its frames
             due = playout.frame_due(utterance, group_start)
             group_times = clock.wall(due), clock.wall(playout.frame_wanted(utterance, group_start, due))
         deadlines.append(group_times[0])
         wanted.append(group_times[1])
-    futures: list[asyncio.Future] = worker.render(requests, deadlines, owner=owner, wanted=wanted)
+    now = clock.wall(clock.now())
+    head = next((i for i, t in enumerate(wanted) if t > now), len(wanted))
+    head = min(head, worker.max_batch)
+    features, first_images = await worker.features_and_first_frames(
+        samples, utterance.fps, feature_frames,
+        [(avatar, i, d) for i, d in zip(indices[:head], deadlines[:head])],
+        wanted[0] if wanted else now, owner,
+    )
+    if len(features) != len(frames):
+        raise RuntimeError(
+            f"engine {worker.engine.name} gave {len(features)} features for {len(frames)} frames"
+        )
+    for j, image in zip(frames, first_images):
+        utterance.add_frame(j, image)
+        playout.frames_added(utterance)
+    ahead = worker.render_ahead
+    futures: list[asyncio.Future] = worker.render(
+        [RenderRequest(avatar, i, f) for i, f in zip(indices[head:], features[head:])],
+        deadlines[head:],
+        owner=owner,
+        wanted=wanted[head:],
+        not_before=None if ahead is None else [t - ahead for t in wanted[head:]],
+    )
     try:
-        for j, future in zip(frames, futures):
+        for j, future in zip(frames[head:], futures):
             image = await future
             utterance.add_frame(j, image)
             playout.frames_added(utterance)

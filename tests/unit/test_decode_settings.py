@@ -9,7 +9,7 @@ from server.settings import Settings, SettingsError
 
 def test_decode_limits_have_safe_defaults() -> None:
     settings = Settings.from_env({})
-    assert (settings.decode_workers, settings.decode_max_in_flight) == (2, 24)
+    assert (settings.decode_workers, settings.decode_max_in_flight) == (4, 24)
     assert settings.decode_max_memory_bytes == 1024**3
     assert (settings.decode_cpu_seconds, settings.decode_timeout_seconds) == (10.0, 20.0)
     assert (settings.decode_max_sample_rate, settings.decode_max_channels) == (192_000, 32)
@@ -17,9 +17,9 @@ def test_decode_limits_have_safe_defaults() -> None:
 
 def test_decode_limits_are_read_from_the_environment() -> None:
     settings = Settings.from_env(
-        {"DECODE_WORKERS": "4", "DECODE_MAX_MEMORY_BYTES": "536870912", "DECODE_TIMEOUT_SECONDS": "5"}
+        {"DECODE_WORKERS": "6", "DECODE_MAX_MEMORY_BYTES": "536870912", "DECODE_TIMEOUT_SECONDS": "5"}
     )
-    assert settings.decode_workers == 4
+    assert settings.decode_workers == 6
     assert settings.decode_max_memory_bytes == 512 * 1024 * 1024
     assert settings.decode_timeout_seconds == 5.0
 

@@ -139,3 +139,40 @@ async def test_close_fails_queued_jobs(worker, engine) -> None:
     await blocker[0]
     with pytest.raises(WorkerClosedError):
         worker.render([RenderRequest(avatar(), 0, "after")], [0.0])
+
+
+async def test_a_frame_is_not_started_before_its_not_before(worker, engine) -> None:
+    now = time.monotonic()
+    # Wanted first, but held for 0.3 s: the frame wanted later, free to start, goes first.
+    held = worker.render([RenderRequest(avatar(), 0, "held")], [now + 1], "a", not_before=[now + 0.3])
+    free = worker.render([RenderRequest(avatar(), 0, "free")], [now + 2], "b")
+    await free[0]
+    assert engine.batches == [["free"]] and not held[0].done()
+    await held[0]
+    assert time.monotonic() >= now + 0.3
+    assert engine.batches == [["free"], ["held"]]
+
+
+async def test_close_fails_the_jobs_held_for_later(worker, engine) -> None:
+    held = worker.render([RenderRequest(avatar(), 0, "held")], [time.monotonic() + 60],
+                         not_before=[time.monotonic() + 30])
+    await asyncio.sleep(0.05)
+    worker.close()
+    with pytest.raises(WorkerClosedError):
+        await held[0]
+    assert engine.batches == []
+
+
+async def test_features_and_the_first_frames_come_from_one_turn_of_the_worker(worker, engine) -> None:
+    now = time.monotonic()
+    first = [(avatar(), 0, now + 10), (avatar(), 1, now - 1)]
+    features, images = await worker.features_and_first_frames(None, 25.0, range(5, 9), first, now, "a")
+    assert features == [5, 6, 7, 8]
+    # Rendered from the first two features, as one batch, and counted as one.
+    assert engine.batches == [[5, 6]]
+    assert [int(i[0, 0, 0]) for i in images] == [hash(5) % 200, hash(6) % 200]
+    assert worker.stats.calls == 1 and worker.stats.batches == 1 and worker.stats.frames_rendered == 2
+    assert worker.stats.frames_late == 1  # the second was due a second ago
+    # None to render: the features alone.
+    features, images = await worker.features_and_first_frames(None, 25.0, range(2), [], now, "a")
+    assert (features, images) == ([0, 1], []) and len(engine.batches) == 1

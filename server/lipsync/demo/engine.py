@@ -32,6 +32,7 @@ class DemoEngine(LipSyncEngine):
 
     name = "demo"
     default_max_batch = 8
+    render_ahead_seconds = 0.5
 
     def load_avatar(self, avatar: Avatar) -> LoadedAvatar:
         boxes = avatar.face_boxes.astype(np.float64)
