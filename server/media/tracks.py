@@ -1,8 +1,8 @@
 """The session's aiortc tracks: audio and video paced by the one session clock.
 
 Both hand aiortc encoded `av.Packet`s, which it only splits into RTP packets: Opus is
-encoded in the audio pool, VP8 in the video pool or taken from the avatar's shared idle
-loop (server/media/encoding.py, server/media/idle_share.py).
+encoded on the event loop as each frame is released, VP8 in the video pool or taken from
+the avatar's shared idle loop (server/media/encoding.py, server/media/idle_share.py).
 """
 
 from __future__ import annotations
@@ -148,10 +148,9 @@ class AvatarAudioTrack(_PacedTrack):
 
     kind = "audio"
 
-    def __init__(self, playout: Playout, clock: SessionClock, executor: Executor | None = None) -> None:
+    def __init__(self, playout: Playout, clock: SessionClock) -> None:
         super().__init__(clock)
         self.playout = playout
-        self._executor = executor
         self._encoder = OpusFrameEncoder()
         self._silent_run = 0
         self._silence: bytes | None = None
@@ -175,10 +174,8 @@ class AvatarAudioTrack(_PacedTrack):
             pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
         if self._silence is not None and self._silent_run > SILENCE_SETTLE_FRAMES:
             payload = self._silence
-        else:
-            payload = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encoder.encode, pcm
-            )
+        else:  # on the loop: see server/media/encoding.py
+            payload = self._encoder.encode(pcm)
             if self._silent_run == SILENCE_SETTLE_FRAMES:
                 self._silence = payload
         packet = av.Packet(payload)

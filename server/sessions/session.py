@@ -468,7 +468,7 @@ class Session:
         media = self._media
         avatar = self.avatar.avatar
         size = scaled_size(avatar.frames.shape, self.output_height)
-        audio = AvatarAudioTrack(self.playout, self.clock, media.audio_executor)
+        audio = AvatarAudioTrack(self.playout, self.clock)
         video = AvatarVideoTrack(
             self.playout, self.clock, media.idle_loops.pictures(avatar, size),
             self.params.playback_fps, media.video_executor,
