@@ -249,7 +249,6 @@ class LipSyncWorker:
                     self.stats.frames_late += 1
                 _deliver(job, result=result)
 
-
     def _render_counted(self, requests: list[RenderRequest], owners: set[Hashable]) -> list[np.ndarray]:
         """One engine batch, on the worker's thread, counted in the statistics."""
         results = self.engine.render(requests)

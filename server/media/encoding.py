@@ -19,8 +19,8 @@ to 46 ms off; on the loop, 0–1 held, none late, every run within ±41 ms and 7
 against 26–28%. First speech p95 was 441–827 ms against 383–573: the loop is busier when
 it answers the uploads. With 8 sessions at 25 / 25, in 3 runs taken turn about: 0–12 late
 frames against 97–153, 24.7–24.8 fps against 22.8–24.9, first speech p95 432–637 ms
-against 520–689, the server at 104–112% against 114–115%. At 20 sessions speaking that is 1,000 frames a second, ~0.1 s a
-second of the loop's thread.
+against 520–689, the server at 104–112% against 114–115%. At 20 sessions speaking that
+is 1,000 frames a second, ~0.1 s a second of the loop's thread.
 
 One event loop or several (issue 9, item 3), decided from figures measured on the 2-core
 development box, shared with other work while measured (demo engine, 512×512 VP8;
@@ -38,8 +38,8 @@ development box, shared with other work while measured (demo engine, 512×512 VP
   core at playback 15 (~1.7 ms per frame sent with its 3⅓ audio frames, RTCP included).
 
 The GPU goal, 500 frames/s (20 sessions at 25 fps), puts 500 × ~1.2 ms ≈ 0.6 s a second on
-the loop at this box's speed (and its audio ~0.1 s more), less on a server core: one event loop carries it, with the
-encoders' native work in the pools beside it (16 cores), so sessions are not sharded over
+the loop at this box's speed (and its audio ~0.1 s more), less on a server core: one
+event loop carries it, with the encoders' native work in the pools beside it (16 cores), so sessions are not sharded over
 media processes. The peer that saturates at ~180 frames/s encodes and converts through
 aiortc's default pool and passes frames through the loop; that is what moved off it here.
 Shard (one media process per group of sessions, one render process feeding them) when a
