@@ -8,6 +8,8 @@ the previous response), and a body within `body_timeout` plus one second per
 `body_min_rate` bytes received (Apache mod_reqtimeout's rule: a slow but steady upload
 on a poor mobile link keeps going, a trickle does not). Past a deadline the client gets a
 408 (if no response has started) and the connection is closed.
+
+A request body is also read in fewer turns of the event loop (`BodyFlowControl`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import h11
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger(__name__)
+
+BODY_BUFFER_BYTES = 1024 * 1024
+"""How much of a request body a connection buffers before it stops reading (uvicorn: 64 KiB)."""
+BODY_BUFFER_CONNECTIONS = 32
+"""How many connections may buffer that much at once; the others stop at uvicorn's 64 KiB."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,48 @@ def request_timeout_response(sentence: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class BodyFlowControl(FlowControl):
+    """uvicorn's flow control, letting a request body buffer up to `BODY_BUFFER_BYTES`
+    before reading pauses, for at most `BODY_BUFFER_CONNECTIONS` connections at a time
+    (32 MiB in all; the rest pause at uvicorn's 64 KiB, as before).
+
+    uvicorn pauses reading past 64 KiB until the app takes the buffer; each 64 KiB of an
+    upload then costs two turns of the event loop (read resumed, then data read), and
+    on a loaded loop a turn is long: with 12 sessions speaking, this box, a 700 KB
+    upload's body took 142-224 ms (median) to read, and 4-10 ms with 1 MiB
+    (`scripts/bench_sessions.py --counts 12`, first speech p95 960-971 ms against
+    1018-1287). A pipelined request (h11 PAUSED) still pauses at once.
+    """
+
+    extended: set[Any] = set()
+    """The connections buffering past 64 KiB now (one loop, one set)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: H11Protocol) -> None:
+        super().__init__(transport)
+        self._protocol = protocol
+
+    def pause_reading(self) -> None:
+        protocol = self._protocol
+        cycle: Any = protocol.cycle
+        extended = self.extended
+        if (
+            cycle is not None
+            and protocol.conn.their_state is h11.SEND_BODY
+            and len(cycle.body) <= BODY_BUFFER_BYTES
+            and (protocol in extended or len(extended) < BODY_BUFFER_CONNECTIONS)
+        ):
+            extended.add(protocol)
+            return
+        super().pause_reading()
+
+    def resume_reading(self) -> None:
+        self.release()  # the app takes the buffer
+        super().resume_reading()
+
+    def release(self) -> None:
+        self.extended.discard(self._protocol)
+
+
 class DeadlineH11Protocol(H11Protocol):
     """H11Protocol whose requests must arrive in time; `deadlines` is set by a subclass
     (`protocol_with_deadlines`), since uvicorn builds protocols from a class."""
@@ -54,10 +104,13 @@ class DeadlineH11Protocol(H11Protocol):
         self._body_started = 0.0
         self._body_bytes = 0
         super().connection_made(transport)
+        self.flow = BodyFlowControl(transport, self)
         self._expect_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if isinstance(self.flow, BodyFlowControl):
+            self.flow.release()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
