@@ -9,7 +9,12 @@ from fastapi import Depends, Request
 from server.core import AvatarServer
 
 
-def get_server(request: Request) -> AvatarServer:
+# Dependencies are `async def` even when they do not wait: FastAPI runs a plain `def` one
+# in its thread pool, a trip there and back that waits for a free core and a turn of the
+# loop on each side (tens of ms per request on a busy server, before the handler starts).
+
+
+async def get_server(request: Request) -> AvatarServer:
     return request.app.state.server
 
 

@@ -91,8 +91,9 @@ TALK = {
 AgentId = Annotated[str, Path(pattern=ID_PATTERN, description="One of this server's avatars.")]
 
 
-def vendor_streams(request: Request) -> VendorStreams:
-    """The app's D-ID-shaped streams (D-ID's and TWIN's), made on first use."""
+async def vendor_streams(request: Request) -> VendorStreams:
+    """The app's D-ID-shaped streams (D-ID's and TWIN's), made on first use (on the
+    loop: `async def`, see server/api/dependencies.py)."""
     state = request.app.state
     if getattr(state, "vendor_streams", None) is None:
         state.vendor_streams = VendorStreams()

@@ -268,6 +268,7 @@ async def stream(
     capacity for until it has (the session's events say its place: `capacity_wait`).
     """
     session = _session(server, session_id)
+    await session.connection_settled()
     # Refused before a body that cannot be used is read; one upload at a time per session.
     with session.receiving_speech(mode, wait_for_capacity=wait):
         try:

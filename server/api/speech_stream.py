@@ -167,6 +167,7 @@ class SpeechSocket:
     async def _start(self, fields: dict[str, Any]) -> None:
         declared = StreamFormat.parse(fields.get("format"), fields.get("sample_rate"), fields.get("channels"))
         mode = _mode(fields.get("mode"))
+        await self.session.connection_settled()
         incoming = IncomingSpeech(
             self.session, declared, mode, _flag(fields.get("keep_queue", False)), self.settings,
             whole_messages=True, decoders=self.server.audio_decoders,
@@ -266,6 +267,7 @@ async def stream_speech(
     rendered, before the body ends; the answer comes when the body has ended."""
     session = server.sessions.get(session_id)
     declared = StreamFormat.parse(format, sample_rate, channels)
+    await session.connection_settled()
     incoming = IncomingSpeech(
         session, declared, mode, keep_queue, server.settings, whole_messages=False,
         decoders=server.audio_decoders,

@@ -93,6 +93,7 @@ class ChatTurn:
             self.llm.check_available()
             self.tts.check_voice(self.voice)
             self.tts.check_available()
+            await self.session.connection_settled()
             self.session.check_can_speak(self.mode)
             conversation.running = self
             try:

@@ -128,6 +128,10 @@ class LipSyncWorker:
 
     async def call(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
         """Run `fn(*args)` on the worker thread and wait for its result."""
+        return await self.queue_call(fn, *args, deadline=deadline)
+
+    def queue_call(self, fn: Callable[..., T], *args: Any, deadline: float | None = None) -> asyncio.Future[T]:
+        """Queue `fn(*args)` for the worker thread now; the future of its result."""
         loop = asyncio.get_running_loop()
         wanted = time.monotonic() if deadline is None else deadline
         job = _Job(
@@ -140,9 +144,9 @@ class LipSyncWorker:
             loop,
         )
         self._enqueue([job])
-        return await job.future
+        return job.future
 
-    async def features_and_first_frames(
+    def queue_features_and_first_frames(
         self,
         samples: np.ndarray,
         fps: float,
@@ -150,7 +154,7 @@ class LipSyncWorker:
         first: Sequence[tuple[LoadedAvatar, int, float]],
         wanted: float,
         owner: Hashable = None,
-    ) -> tuple[list[Any], list[np.ndarray]]:
+    ) -> asyncio.Future[tuple[list[Any], list[np.ndarray]]]:
         """The engine's features of `feature_frames` (`audio_features`), and the first
         `len(first)` of those frames ((avatar, avatar index, deadline) each) rendered
         from them in the same turn of the worker: what a start of speech waits for, in
@@ -166,7 +170,7 @@ class LipSyncWorker:
             self.stats.frames_late += sum(finished > deadline for _, _, deadline in first[: len(images)])
             return features, images
 
-        return await self.call(features_then_frames, deadline=wanted)
+        return self.queue_call(features_then_frames, deadline=wanted)
 
     def close(self) -> None:
         """Stop taking jobs; queued ones fail with `WorkerClosedError`."""

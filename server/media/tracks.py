@@ -101,15 +101,12 @@ class _PacedTrack(MediaStreamTrack):
             self._woke_at = self._monotonic()
         return released
 
-    def _returned(self, encoded: bool = True, packet: av.Packet | None = None) -> None:
-        """A frame is handed to aiortc: `packet`, with its pts (and time base) set, when
-        it is an encoded one (its RTP timestamp is then its pts)."""
+    def _returned(self, encoded: bool = True, packet: tuple[int, float] | None = None) -> None:
+        """A frame is handed to aiortc: `packet` is (pts, media time) when it is an
+        encoded one (its RTP timestamp is then its pts)."""
         self._last_encoded = encoded
         self.frames_sent += 1
-        if packet is None:
-            self._last_packet = None
-        else:
-            self._last_packet = (packet.pts, float(packet.pts * packet.time_base))
+        self._last_packet = packet
 
     def _stamp_sender_report(self) -> None:
         """Pair, in the sender's next RTCP sender report, the RTP timestamp of the frame
@@ -179,9 +176,9 @@ class AvatarAudioTrack(_PacedTrack):
             if self._silent_run == SILENCE_SETTLE_FRAMES:
                 self._silence = payload
         packet = av.Packet(payload)
-        packet.pts = n * AUDIO_SAMPLES_PER_FRAME
+        packet.pts = pts = n * AUDIO_SAMPLES_PER_FRAME
         packet.time_base = AUDIO_TIME_BASE
-        self._returned(packet=packet)
+        self._returned(packet=(pts, pts / AUDIO_SAMPLE_RATE))
         return packet
 
     async def _frame_for_aiortc(self) -> AudioFrame:
@@ -325,7 +322,7 @@ class AvatarVideoTrack(_PacedTrack):
         packet = av.Packet(data)
         packet.pts = pts
         packet.time_base = VIDEO_TIME_BASE
-        self._returned(encoded=shared is None, packet=packet)
+        self._returned(encoded=shared is None, packet=(pts, pts / VIDEO_CLOCK_RATE))
         return packet
 
     async def _wait_for_frame(self, middle: float) -> None:

@@ -42,49 +42,101 @@ async def render_frames(
     of speech waits for) are rendered with the features, in the same turn of the worker.
     Cancelled, it cancels its jobs.
     """
-    clock = playout.clock
-    indices = []
-    deadlines = []
-    wanted = []
-    for j in frames:
-        indices.append(playout.avatar_index(utterance.start_counter + j))
-        group_start = j - (j - frames.start) % batch_size
-        if group_start == j:  # the group's times, once for its frames
-            due = playout.frame_due(utterance, group_start)
-            group_times = clock.wall(due), clock.wall(playout.frame_wanted(utterance, group_start, due))
-        deadlines.append(group_times[0])
-        wanted.append(group_times[1])
-    now = clock.wall(clock.now())
-    head = next((i for i, t in enumerate(wanted) if t > now), len(wanted))
-    head = min(head, worker.max_batch)
-    features, first_images = await worker.features_and_first_frames(
-        samples, utterance.fps, feature_frames,
-        [(avatar, i, d) for i, d in zip(indices[:head], deadlines[:head])],
-        wanted[0] if wanted else now, owner,
-    )
-    if len(features) != len(frames):
-        raise RuntimeError(
-            f"engine {worker.engine.name} gave {len(features)} features for {len(frames)} frames"
+    run = FrameRun(utterance, frames, avatar, worker, playout, batch_size, owner)
+    run.start(samples, feature_frames)
+    await run.finish()
+
+
+class FrameRun:
+    """`render_frames` in two steps: `start` queues the features and first frames on the
+    worker at once (called where a task is created, it saves the turn of the loop before
+    the task first runs: tens of ms of a start of speech on a busy host); `finish`, in the
+    task, waits for them, queues the rest and hands each frame to the playout."""
+
+    def __init__(
+        self,
+        utterance: Utterance,
+        frames: range,
+        avatar: LoadedAvatar,
+        worker: LipSyncWorker,
+        playout: Playout,
+        batch_size: int,
+        owner: str,
+    ) -> None:
+        self.utterance = utterance
+        self.frames = frames
+        self.avatar = avatar
+        self.worker = worker
+        self.playout = playout
+        self.batch_size = batch_size
+        self.owner = owner
+        self._first: asyncio.Future[tuple[list, list[np.ndarray]]] | None = None
+        self._indices: list[int] = []
+        self._deadlines: list[float] = []
+        self._wanted: list[float] = []
+        self._head = 0
+
+    def following(self, frames: range) -> FrameRun:
+        """A run of other `frames` of the same utterance, for the same session."""
+        return FrameRun(
+            self.utterance, frames, self.avatar, self.worker, self.playout, self.batch_size, self.owner
         )
-    for j, image in zip(frames, first_images):
-        utterance.add_frame(j, image)
-        playout.frames_added(utterance)
-    ahead = worker.render_ahead
-    futures: list[asyncio.Future] = worker.render(
-        [RenderRequest(avatar, i, f) for i, f in zip(indices[head:], features[head:])],
-        deadlines[head:],
-        owner=owner,
-        wanted=wanted[head:],
-        not_before=None if ahead is None else [t - ahead for t in wanted[head:]],
-    )
-    try:
-        for j, future in zip(frames[head:], futures):
-            image = await future
+
+    def start(self, samples: np.ndarray, feature_frames: range) -> None:
+        utterance, playout, clock = self.utterance, self.playout, self.playout.clock
+        frames = self.frames
+        for j in frames:
+            self._indices.append(playout.avatar_index(utterance.start_counter + j))
+            group_start = j - (j - frames.start) % self.batch_size
+            if group_start == j:  # the group's times, once for its frames
+                due = playout.frame_due(utterance, group_start)
+                group_times = clock.wall(due), clock.wall(playout.frame_wanted(utterance, group_start, due))
+            self._deadlines.append(group_times[0])
+            self._wanted.append(group_times[1])
+        now = clock.wall(clock.now())
+        head = next((i for i, t in enumerate(self._wanted) if t > now), len(self._wanted))
+        self._head = head = min(head, self.worker.max_batch)
+        self._first = self.worker.queue_features_and_first_frames(
+            samples, utterance.fps, feature_frames,
+            [(self.avatar, i, d) for i, d in zip(self._indices[:head], self._deadlines[:head])],
+            self._wanted[0] if self._wanted else now, self.owner,
+        )
+
+    def cancel(self) -> None:
+        """Drop the queued features and first frames (once the run's task has ended)."""
+        if self._first is not None:
+            self._first.cancel()
+
+    async def finish(self) -> None:
+        assert self._first is not None, "FrameRun.finish before start"
+        utterance, playout, worker, frames, head = (
+            self.utterance, self.playout, self.worker, self.frames, self._head,
+        )
+        features, first_images = await self._first
+        if len(features) != len(frames):
+            raise RuntimeError(
+                f"engine {worker.engine.name} gave {len(features)} features for {len(frames)} frames"
+            )
+        for j, image in zip(frames, first_images):
             utterance.add_frame(j, image)
             playout.frames_added(utterance)
-    finally:
-        for future in futures:
-            future.cancel()
+        ahead = worker.render_ahead
+        wanted = self._wanted[head:]
+        futures: list[asyncio.Future] = worker.render(
+            [RenderRequest(self.avatar, i, f) for i, f in zip(self._indices[head:], features[head:])],
+            self._deadlines[head:],
+            owner=self.owner,
+            wanted=wanted,
+            not_before=None if ahead is None else [t - ahead for t in wanted],
+        )
+        try:
+            for j, future in zip(frames[head:], futures):
+                image = await future
+                utterance.add_frame(j, image)
+                playout.frames_added(utterance)
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 @contextlib.contextmanager

@@ -22,9 +22,8 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from server.media.playout import Playout
 from server.media.utterance import Utterance, UtteranceState
@@ -78,7 +77,8 @@ class Interruption:
     """Utterances still queued (kept with `keep_queue`)."""
 
 
-RenderFactory = Callable[[Utterance], Coroutine[Any, Any, None]]
+RenderFactory = Callable[[Utterance], Awaitable[None]]
+"""An utterance's rendering: a coroutine to run as a task, or the task itself."""
 
 
 class SpeechQueue:

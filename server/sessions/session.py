@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,6 +54,11 @@ RECEIVING_RETRY_AFTER_SECONDS = 1.0
 """What a second upload is told to wait while the first is still received or decoded."""
 # An answer's directions in which the server sends (the transceiver's currentDirection).
 SENDING_DIRECTIONS = ("sendonly", "sendrecv")
+
+CONNECTING_WAIT_SECONDS = 2.0
+"""How long speech sent while the session's connection is being set up waits for it to be
+up before it is refused as not connected (`connection_settled`)."""
+CONNECTING_STATES = ("new", "connecting")
 
 EVENTS_CHANNEL_LABEL = "events"
 """A data channel the client may open; the session sends its events on it as JSON."""
@@ -151,6 +156,8 @@ class Session:
         )
         """The growing (streamed) utterances, and what wakes their renderers."""
         self._pc: RTCPeerConnection | None = None
+        self._state_changed = asyncio.Event()
+        """Set at each change of the connection's state (`connection_settled` waits on it)."""
         self._audio: AvatarAudioTrack | None = None
         self._video: AvatarVideoTrack | None = None
         self._channels: list[tuple[RTCDataChannel, ChannelDialect]] = []
@@ -478,6 +485,25 @@ class Session:
 
     # --- speech --------------------------------------------------------------------------
 
+    async def connection_settled(self, timeout: float = CONNECTING_WAIT_SECONDS) -> None:
+        """Wait, at most `timeout`, while the connection is being set up (ICE and DTLS).
+
+        A client that speaks as soon as its own side says connected is ahead of this side:
+        when the server is the DTLS client (aiortc answers an offer with setup:active),
+        the client's side is up once it has sent its last flight, and this side once that
+        flight has arrived and been handled. Speech sent in between waits for it instead
+        of being refused as not connected; what follows (`check_can_speak`) says 409 if
+        the connection is not up by then.
+        """
+        deadline = time.monotonic() + timeout
+        while self._pc is not None and self.connection_state in CONNECTING_STATES and not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._state_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), remaining)
+
     def check_can_speak(
         self, mode: SpeechMode | None = SpeechMode.REJECT, wait_for_capacity: bool = False
     ) -> None:
@@ -616,7 +642,7 @@ class Session:
         self.touch()
         return interruption
 
-    def _render(self, utterance: Utterance) -> Coroutine[Any, Any, None]:
+    def _render(self, utterance: Utterance) -> Awaitable[None]:
         arrival = self._arrivals.get(utterance)
         if arrival is not None:
             return render_growing_utterance(
@@ -664,6 +690,7 @@ class Session:
 
     async def _drop_connection(self, reason: str) -> None:
         pc, self._pc = self._pc, None
+        self._state_changed.set()
         self._offer = None
         self._awaiting_answer = False
         self._forget_candidates()
@@ -687,6 +714,7 @@ class Session:
             return
         state = pc.connectionState
         self._log.info("session %s: connection %s", self.id, state)
+        self._state_changed.set()
         self._update_state()
         if state == "connected":
             self.ever_connected = True

@@ -60,6 +60,7 @@ async def speak_text(
     spoken = checked_text(text, max_chars)
     chosen = tts.check_voice(voice)
     tts.check_available()
+    await session.connection_settled()
     session.check_can_speak(mode, wait_for_capacity=capacity_turn is not None)
     speech = await tts.synthesize(spoken, chosen)
     if speech.duration > max_seconds:
@@ -97,6 +98,7 @@ async def speak_text_streamed(
     spoken = checked_text(text, settings.tts_max_chars)
     chosen = tts.check_voice(voice)
     tts.check_available()
+    await session.connection_settled()
     session.check_can_speak(mode, wait_for_capacity=capacity_turn is not None)
     async with tts.open_stream(spoken, chosen) as pieces:
         def admitted() -> IncomingSpeech:

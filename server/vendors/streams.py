@@ -203,6 +203,7 @@ async def say_audio_url(
 ) -> Spoken:
     """Fetch `url` (server.vendors.audio_url), decode it in a worker, speak it."""
     settings = server.settings
+    await session.connection_settled()
     with session.receiving_speech(mode):
         data = await fetch_audio(
             url, settings.audio_url_allowed_hosts, settings.max_upload_bytes,

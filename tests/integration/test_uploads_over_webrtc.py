@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -64,6 +66,29 @@ async def test_each_common_format_is_spoken(http: httpx.AsyncClient, kind: str) 
         response = await upload(http, sid, files={"audio_file": (f"speech.{kind}", encode(speech_like(0.8), kind), "application/octet-stream")})
         assert response.status_code == 200, response.text
         assert response.json()["duration_seconds"] == pytest.approx(0.8, abs=0.03)
+        await peer.wait_for_event("speaking_ended", timeout=5)
+    finally:
+        await peer.close()
+
+
+async def test_an_upload_sent_while_the_connection_is_set_up_waits_for_it(http: httpx.AsyncClient) -> None:
+    """Sent as soon as the offer is answered, before ICE and DTLS have run, the upload
+    waits for the connection to be up (Session.connection_settled) instead of a 409."""
+    sid = (await http.post("/webrtc/sessions/create")).json()["session_id"]
+    peer = ClientPeer(http, sid)
+    sent: list[asyncio.Task[httpx.Response]] = []
+    hook = peer._hook_receivers
+
+    def upload_now() -> None:  # the answer has come; the client has not applied it yet
+        files = {"audio_file": ("a.wav", encode(speech_like(0.8), "wav"), "audio/wav")}
+        sent.append(asyncio.ensure_future(upload(http, sid, files=files)))
+        hook()
+
+    peer._hook_receivers = upload_now  # type: ignore[method-assign]
+    try:
+        await peer.connect()
+        response = await sent[0]
+        assert response.status_code == 200, response.text
         await peer.wait_for_event("speaking_ended", timeout=5)
     finally:
         await peer.close()

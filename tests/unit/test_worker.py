@@ -166,7 +166,7 @@ async def test_close_fails_the_jobs_held_for_later(worker, engine) -> None:
 async def test_features_and_the_first_frames_come_from_one_turn_of_the_worker(worker, engine) -> None:
     now = time.monotonic()
     first = [(avatar(), 0, now + 10), (avatar(), 1, now - 1)]
-    features, images = await worker.features_and_first_frames(None, 25.0, range(5, 9), first, now, "a")
+    features, images = await worker.queue_features_and_first_frames(None, 25.0, range(5, 9), first, now, "a")
     assert features == [5, 6, 7, 8]
     # Rendered from the first two features, as one batch, and counted as one.
     assert engine.batches == [[5, 6]]
@@ -174,5 +174,5 @@ async def test_features_and_the_first_frames_come_from_one_turn_of_the_worker(wo
     assert worker.stats.calls == 1 and worker.stats.batches == 1 and worker.stats.frames_rendered == 2
     assert worker.stats.frames_late == 1  # the second was due a second ago
     # None to render: the features alone.
-    features, images = await worker.features_and_first_frames(None, 25.0, range(2), [], now, "a")
+    features, images = await worker.queue_features_and_first_frames(None, 25.0, range(2), [], now, "a")
     assert (features, images) == ([0, 1], []) and len(engine.batches) == 1
