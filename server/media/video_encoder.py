@@ -23,7 +23,8 @@ PIXEL_FORMAT = "yuv420p"
 TIME_BASE = Fraction(1, 90_000)
 # The rate control aiortc's own VP8 encoder uses, so that the picture a viewer gets is the
 # one it got when aiortc encoded: CBR at 500 kbps (then what the receiver's REMB asks for),
-# realtime, no lag, no automatic keyframes. One change: a faster motion search.
+# realtime, no lag, no automatic keyframes. Two changes: a faster motion search, and no
+# denoiser.
 BITRATE = 500_000
 BITRATE_CHANGE = 0.1
 """A new target bitrate this far from the current one reopens the encoder (a keyframe)."""
@@ -35,11 +36,19 @@ CPU_USED = "-10"
 this box: 1.86 ms a new frame instead of 2.55, 1.33 ms a repeated one instead of 1.94, for
 0.1 dB less PSNR (42.66 against 42.77) at the same bitrate; -12 and -16 save little more
 and lose 0.4 and 1 dB. VP8 is most of the server's CPU per speaking session."""
+NOISE_SENSITIVITY = "0"
+"""libvpx's temporal denoiser off (aiortc: 4, for camera input). The pictures here are
+rendered or taken from a prepared video: denoising only moves them from what was drawn.
+`scripts/bench_vp8.py` on this box, the demo avatar speaking at 512×512: 1.3 ms a frame
+instead of 1.8-1.9 and 1.3 dB closer to the picture (51.4 dB PSNR against 50.1) at the
+same size; with camera-like noise added, no slower (2.1-2.2 ms against 2.2-2.7) and 0.9 dB
+closer to the clean picture (46.3 against 45.3)."""
+
 CODEC_OPTIONS = {
     "cpu-used": CPU_USED,
     "deadline": "realtime",
     "lag-in-frames": "0",
-    "noise-sensitivity": "4",
+    "noise-sensitivity": NOISE_SENSITIVITY,
     "overshoot-pct": "15",
     "partitions": "0",
     "static-thresh": "1",
