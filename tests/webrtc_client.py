@@ -161,6 +161,17 @@ class ClientPeer:
         if self.trickle and not self.end_first:
             await self.end_candidates()
         await asyncio.wait_for(self._connected.wait(), timeout)
+        await self._server_side_connected(timeout)
+
+    async def _server_side_connected(self, timeout: float) -> None:
+        """Wait for the server to see the connection up too: it is the DTLS client, so its
+        side is up a flight after this one (a GET right away may still say connecting)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = await self.http.get(self.api)
+            if response.status_code != 200 or response.json().get("connection_state") == "connected":
+                return
+            await asyncio.sleep(0.01)
 
     async def end_candidates(self) -> None:
         response = await self.http.post(f"{self.api}/ice", json={"candidate": ""})
