@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
 import numpy as np
+import pytest
 
 from server.lipsync.demo.engine import DemoEngine
 from server.lipsync.demo.face import build_demo_avatar
@@ -73,44 +75,49 @@ class Harness:
             self.in_speak = False
 
 
-async def test_the_features_are_queued_before_the_render_task_first_runs() -> None:
+@pytest.fixture
+def gated() -> Iterator[tuple[GatedEngine, Harness]]:
+    """A harness over a render worker whose engine is held in its features (`GatedEngine`)."""
     engine = GatedEngine()
     worker = LipSyncWorker(engine)
-    harness = Harness(worker)
     try:
-        utterance = harness.speak(2.0)
-        # The loop is not given a turn: the worker thread has the job already.
-        assert engine.features.wait(WAIT_SECONDS)
-        engine.gate.set()
-        for _ in range(200):
-            if utterance.ready >= utterance.chunks[0].frames.stop:
-                break
-            await asyncio.sleep(0.01)
-        assert utterance.ready >= utterance.chunks[0].frames.stop, utterance.ready
-        assert harness.failures == []
+        yield engine, Harness(worker)
     finally:
+        engine.gate.set()
         worker.close()
         worker.join(2)
 
 
-async def test_an_utterance_cut_before_its_task_ran_is_not_rendered() -> None:
-    engine = GatedEngine()
-    worker = LipSyncWorker(engine)
-    harness = Harness(worker)
-    try:
-        first = harness.speak(2.0)
-        assert engine.features.wait(WAIT_SECONDS)  # the worker is held in its features
-        second = harness.speak(2.0)  # cuts the first, and is cut in the same turn
-        harness.queue.interrupt()
-        engine.gate.set()
-        await asyncio.sleep(0.5)
-        assert engine.feature_calls == 1  # only the first's, started before the cut
-        assert worker.stats.jobs_dropped >= 1
-        assert second.ready == 0 and first.ready == 0
-        assert harness.failures == []
-    finally:
-        worker.close()
-        worker.join(2)
+async def test_the_features_are_queued_before_the_render_task_first_runs(
+    gated: tuple[GatedEngine, Harness],
+) -> None:
+    engine, harness = gated
+    utterance = harness.speak(2.0)
+    # The loop is not given a turn: the worker thread has the job already.
+    assert engine.features.wait(WAIT_SECONDS)
+    engine.gate.set()
+    for _ in range(200):
+        if utterance.ready >= utterance.chunks[0].frames.stop:
+            break
+        await asyncio.sleep(0.01)
+    assert utterance.ready >= utterance.chunks[0].frames.stop, utterance.ready
+    assert harness.failures == []
+
+
+async def test_an_utterance_cut_before_its_task_ran_is_not_rendered(
+    gated: tuple[GatedEngine, Harness],
+) -> None:
+    engine, harness = gated
+    first = harness.speak(2.0)
+    assert engine.features.wait(WAIT_SECONDS)  # the worker is held in its features
+    second = harness.speak(2.0)  # cuts the first, and is cut in the same turn
+    harness.queue.interrupt()
+    engine.gate.set()
+    await asyncio.sleep(0.5)
+    assert engine.feature_calls == 1  # only the first's, started before the cut
+    assert harness.worker.stats.jobs_dropped >= 1
+    assert second.ready == 0 and first.ready == 0
+    assert harness.failures == []
 
 
 async def test_a_closed_worker_fails_the_utterance_from_its_task() -> None:
