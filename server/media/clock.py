@@ -49,7 +49,13 @@ class SessionClock:
         return round((self._unix_origin + media_time + NTP_UNIX_OFFSET) * NTP_SECOND)
 
     async def sleep_until(self, media_time: float, wake: asyncio.Event | None = None) -> bool:
-        """Sleep until `media_time`, or until `wake` is set: False when `wake` cut it short."""
+        """Sleep until `media_time`, or until `wake` is set: False when `wake` is set on
+        return, whether it cut the sleep short or came with its end.
+
+        The time may run out while `wake` is set in the same turn of the loop (or in the
+        turns that cancelling the wait takes): the caller still hears of it, and looks at
+        what woke it before it acts as if nothing happened. (A speech start scheduled in
+        that gap left the video's frame grid unmoved, up to half a frame off its sound.)"""
         delay = media_time - self.now()
         if wake is None:
             if delay > 0:
@@ -62,7 +68,7 @@ class SessionClock:
         try:
             await asyncio.wait_for(wake.wait(), delay)
         except TimeoutError:
-            return True
+            return not wake.is_set()
         return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -41,3 +42,23 @@ def test_a_stall_between_the_two_clocks_reads_does_not_shift_the_mapping() -> No
     # taken as the offset they would differ by the stall's half, 7.5 ms.
     offset = (stalled.ntp(0.0) - stalled.wall(0.0) * NTP_SECOND) - (steady.ntp(0.0) - steady.wall(0.0) * NTP_SECOND)
     assert abs(offset) / NTP_SECOND < 0.001, offset / NTP_SECOND
+
+
+async def test_sleep_until_reports_a_wake_that_came_with_the_end_of_the_sleep() -> None:
+    """The time runs out in the same turns of the loop as the wake is set: the waiter
+    must still see it (here the event is set but its waiter never resumes, as when the
+    timeout is handled first)."""
+
+    class Unheard(asyncio.Event):
+        async def wait(self) -> bool:  # type: ignore[override]
+            await asyncio.sleep(3600)
+            return True
+
+    clock = SessionClock()
+    wake = Unheard()
+    asyncio.get_running_loop().call_later(0.01, wake.set)
+    assert await clock.sleep_until(clock.now() + 0.05, wake) is False
+    unset = Unheard()
+    assert await clock.sleep_until(clock.now() + 0.02, unset) is True
+    assert await clock.sleep_until(clock.now() + 0.02, wake) is False  # already set
+    assert await clock.sleep_until(clock.now() + 0.02, None) is True
